@@ -1,0 +1,31 @@
+"""Shared fixtures: the reference data folder and the tiny reference model."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def reference_path() -> Path:
+    return Path(os.environ.get("FRAMEPACK_REFERENCE_DIR", REPO.parent / "shared" / "reference"))
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    path = reference_path()
+    if not (path / "golden_forward.safetensors").is_file():
+        pytest.fail(f"reference data not found at {path}; set FRAMEPACK_REFERENCE_DIR to the shared/reference folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_config(reference_dir) -> dict:
+    return json.loads((reference_dir / "tiny_framepack_config.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_weights_path(reference_dir) -> Path:
+    return reference_dir / "tiny_framepack.safetensors"
