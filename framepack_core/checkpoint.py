@@ -33,6 +33,8 @@ FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 FP8_KEEP_PREFIXES = ("x_embedder.", "clean_x_embedder.", "context_embedder.", "image_projection.",
                      "time_text_embed.", "norm_out.", "proj_out.")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+STORED_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                 "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
 
 
 @dataclasses.dataclass
@@ -48,20 +50,20 @@ class CheckpointSource:
     metadata: dict
 
 
-def load_transformer(path, *, dtype=None, device="cpu", operations=None, attention=None, config=None
-                     ) -> FramePackTransformer:
+def load_transformer(path, *, dtype=None, device="cpu", operations=None, attention=None, config=None,
+                     model_class=FramePackTransformer) -> FramePackTransformer:
     """Load a FramePack transformer from a ``.safetensors`` file or a diffusers folder.
 
     ``dtype`` is the storage dtype of the weights: None keeps the file's dtypes; a float dtype converts
     every weight; an fp8 dtype converts the blocks' Linear weights only (norms, biases and embedders stay in
     bfloat16, as in the ComfyUI repacks). ``config`` overrides the file's config (a dict or FramePackConfig).
+    ``model_class`` is a FramePackTransformer subclass to build (the ComfyUI adapter passes its own).
     """
     source = open_checkpoint(path)
     model_config = resolve_config(source, config)
     compute_dtype = choose_compute_dtype(source, dtype)
     with torch.device("meta"):
-        model = FramePackTransformer(model_config, attention=attention, dtype=compute_dtype,
-                                     operations=operations or CastOps)
+        model = model_class(model_config, attention=attention, dtype=compute_dtype, operations=operations or CastOps)
     check_keys(source, model)
     state = read_tensors(source, model, dtype, device)
     model.load_state_dict(state, strict=True, assign=True)
@@ -228,22 +230,35 @@ def check_keys(source: CheckpointSource, model: FramePackTransformer) -> None:
 
 # ------------------------------------------------------------------------------------------- dtypes and data
 
+def block_weight_dtype(source: CheckpointSource) -> torch.dtype:
+    """Storage dtype of the blocks' weights (what a file is "in": fp8 repacks keep other tensors in bf16)."""
+    key = "transformer_blocks.0.attn.to_q.weight"
+    name = source.dtypes.get(key) or source.dtypes["x_embedder.proj.weight"]
+    return STORED_DTYPES.get(name, torch.float32)
+
+
+def parameter_count(source: CheckpointSource) -> int:
+    count = 0
+    for shape in source.shapes.values():
+        size = 1
+        for dim in shape:
+            size *= dim
+        count += size
+    return count
+
+
 def choose_compute_dtype(source: CheckpointSource, dtype):
     """The activation dtype: the requested float dtype, else the most common non-fp8 dtype of the weights."""
     if dtype is not None and dtype not in FP8_DTYPES:
         return dtype
     counts: dict = {}
-    for key, name in source.dtypes.items():
+    for name in source.dtypes.values():
         counts[name] = counts.get(name, 0) + 1
     for name in sorted(counts, key=counts.get, reverse=True):
         candidate = STORED_DTYPES.get(name)
         if candidate is not None and candidate.is_floating_point and candidate.itemsize > 1:
             return candidate
     return torch.bfloat16
-
-
-STORED_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                 "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
 
 
 def storage_dtype(key: str, stored: torch.dtype, dtype) -> torch.dtype:
