@@ -4,12 +4,25 @@ This package never imports ComfyUI; the node pack in ``nodes/`` adapts it.
 """
 
 from .checkpoint import load_transformer
+from .conditioning import TextConditioning, parse_timestamped_prompts
 from .config import FramePackConfig, infer_config
 from .errors import CheckpointError, CheckpointNotFoundError, ConfigError, FramePackError, InputError
+from .generate import (GenerationInputs, GenerationSettings, GenerationState, SectionJob, TransformerSectionSampler,
+                       generate)
 from .layers import sdpa_attention
 from .model import FramePackTransformer
+from .packing import CleanGroup
+from .planning import PlanError, SectionPlan, plan_sections, section_count
+from .sampling import FlowDenoiser, apply_cfg, flow_sigmas, sample_euler, sample_unipc
+from .schedules import MODES, ScheduleError, get_schedule, parse_schedule
+from .stitch import soft_append
+from .teacache import TeaCache
 
 __all__ = [
-    "CheckpointError", "CheckpointNotFoundError", "ConfigError", "FramePackConfig", "FramePackError",
-    "FramePackTransformer", "InputError", "infer_config", "load_transformer", "sdpa_attention",
+    "CheckpointError", "CheckpointNotFoundError", "CleanGroup", "ConfigError", "FlowDenoiser", "FramePackConfig",
+    "FramePackError", "FramePackTransformer", "GenerationInputs", "GenerationSettings", "GenerationState", "InputError",
+    "MODES", "PlanError", "ScheduleError", "SectionJob", "SectionPlan", "TeaCache", "TextConditioning",
+    "TransformerSectionSampler", "apply_cfg", "flow_sigmas", "generate", "get_schedule", "infer_config",
+    "load_transformer", "parse_schedule", "parse_timestamped_prompts", "plan_sections", "sample_euler", "sample_unipc",
+    "sdpa_attention", "section_count", "soft_append",
 ]

@@ -13,7 +13,7 @@ from .blocks import DualStreamBlock, SingleStreamBlock, TokenRefiner
 from .config import CLEAN_KERNELS, FramePackConfig
 from .errors import InputError
 from .layers import TimeTextEmbedding, modulate, plain_layer_norm, sdpa_attention
-from .packing import TokenGroup, pack_group
+from .packing import CleanGroup, TokenGroup, pack_group
 
 # Clean groups in sequence order (most compressed first), with the forward arguments that feed them.
 CLEAN_GROUPS = (
@@ -108,24 +108,25 @@ class FramePackTransformer(nn.Module):
 
     # ---------------------------------------------------------------- inputs to tokens
 
-    def pack_image_tokens(self, hidden_states, latent_indices=None, **clean) -> TokenGroup:
-        """Noisy and clean latents -> image-stream tokens in the order [4x, 2x, 1x clean, noisy], with RoPE."""
+    def pack_image_tokens(self, hidden_states, latent_indices=None, clean_groups=None, **clean) -> TokenGroup:
+        """Noisy and clean latents -> image-stream tokens in the order [4x, 2x, 1x clean, noisy], with RoPE.
+
+        ``clean_groups`` (a list of ``CleanGroup``) replaces the three named clean inputs for other layouts.
+        """
         batch, _, frames, height, width = hidden_states.shape
         grid = (frames // self.patch[0], height // self.patch[1], width // self.patch[2])
         cfg = self.config
         if latent_indices is None:
             latent_indices = torch.arange(grid[0], device=hidden_states.device).unsqueeze(0)
+        if clean_groups is None:
+            clean_groups = named_clean_groups(clean, hidden_states)
+        if clean_groups and not cfg.has_clean_x_embedder:
+            raise InputError("clean latents were given but this model has no clean_x_embedder (has_clean_x_embedder=False).")
         groups = []
-        for proj_name, latents_name, indices_name in CLEAN_GROUPS:
-            latents, indices = clean.get(latents_name), clean.get(indices_name)
-            if latents is None and indices is None:
-                continue
-            check_group(latents_name, latents, indices_name, indices, hidden_states)
-            if not cfg.has_clean_x_embedder:
-                raise InputError(f"{latents_name} was given but this model has no clean_x_embedder (has_clean_x_embedder=False).")
-            proj = getattr(self.clean_x_embedder, proj_name)
-            groups.append(pack_group(proj, latents.to(self.compute_dtype), indices, grid[1:], self.patch,
-                                     cfg.rope_axes_dim, cfg.rope_theta))
+        for group in clean_groups:
+            proj = getattr(self.clean_x_embedder, group.proj)
+            groups.append(pack_group(proj, group.latents.to(self.compute_dtype), group.indices, grid[1:], self.patch,
+                                     cfg.rope_axes_dim, cfg.rope_theta, group.pre_pool))
         check_indices("latent_indices", latent_indices, grid[0], batch)
         groups.append(pack_group(self.x_embedder.proj, hidden_states, latent_indices, grid[1:], self.patch,
                                  cfg.rope_axes_dim, cfg.rope_theta))
@@ -158,10 +159,11 @@ class FramePackTransformer(nn.Module):
     def forward(self, hidden_states, timestep, encoder_hidden_states, encoder_attention_mask, pooled_projections,
                 guidance=None, latent_indices=None, clean_latents=None, clean_latent_indices=None,
                 clean_latents_2x=None, clean_latent_2x_indices=None, clean_latents_4x=None,
-                clean_latent_4x_indices=None, image_embeddings=None, cache=None):
+                clean_latent_4x_indices=None, image_embeddings=None, cache=None, clean_groups=None):
         """Predict the flow-matching velocity (B, out_channels, T, H, W), float32, for the noisy window.
 
-        ``cache`` is an optional step cache (see ``framepack_core.teacache``) deciding whether the blocks run.
+        ``cache`` is an optional step cache (see ``framepack_core.teacache``) deciding whether the blocks run;
+        ``clean_groups`` replaces the named clean inputs with any list of ``CleanGroup``.
         """
         check_latents("hidden_states", hidden_states, self.config.in_channels, self.patch)
         dtype = self.compute_dtype
@@ -169,7 +171,7 @@ class FramePackTransformer(nn.Module):
         batch, _, frames, height, width = hidden_states.shape
         grid = (frames // self.patch[0], height // self.patch[1], width // self.patch[2])
         packed = self.pack_image_tokens(
-            hidden_states, latent_indices, clean_latents=clean_latents, clean_latent_indices=clean_latent_indices,
+            hidden_states, latent_indices, clean_groups, clean_latents=clean_latents, clean_latent_indices=clean_latent_indices,
             clean_latents_2x=clean_latents_2x, clean_latent_2x_indices=clean_latent_2x_indices,
             clean_latents_4x=clean_latents_4x, clean_latent_4x_indices=clean_latent_4x_indices)
         timestep = as_batch_vector("timestep", timestep, batch)
@@ -237,6 +239,18 @@ def check_indices(name, indices, frames, batch):
     if not torch.is_tensor(indices) or indices.ndim != 2 or indices.shape[1] != frames or indices.shape[0] not in (1, batch):
         shape = tuple(indices.shape) if torch.is_tensor(indices) else type(indices).__name__
         raise InputError(f"{name} must be a (1 or {batch}, {frames}) tensor of frame indices, got {shape}.")
+
+
+def named_clean_groups(clean, hidden_states) -> list:
+    """The reference's three clean inputs (each optional, latents and indices together) as CleanGroups."""
+    groups = []
+    for proj_name, latents_name, indices_name in CLEAN_GROUPS:
+        latents, indices = clean.get(latents_name), clean.get(indices_name)
+        if latents is None and indices is None:
+            continue
+        check_group(latents_name, latents, indices_name, indices, hidden_states)
+        groups.append(CleanGroup(proj_name, latents, indices))
+    return groups
 
 
 def check_group(latents_name, latents, indices_name, indices, hidden_states):

@@ -21,6 +21,20 @@ from .rope import rope_table
 
 
 @dataclasses.dataclass
+class CleanGroup:
+    """Clean context latents packed with one projection of ``clean_x_embedder``.
+
+    ``proj`` is the projection's name (``proj``, ``proj_2x`` or ``proj_4x``), ``latents`` (B, C, T, H, W),
+    ``indices`` (B or 1, T) their RoPE time positions, ``pre_pool`` the average pooling applied first.
+    """
+
+    proj: str
+    latents: torch.Tensor
+    indices: torch.Tensor
+    pre_pool: tuple = (1, 1, 1)
+
+
+@dataclasses.dataclass
 class TokenGroup:
     """Tokens of one packed group with their RoPE tables: ``tokens`` (B, N, C), ``cos``/``sin`` (B, N, D)."""
 

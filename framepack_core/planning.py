@@ -151,8 +151,8 @@ class SectionPlan:
 class _Known:
     """Frames available as context: frame 0 plus the generated sections, as sorted disjoint [a, b) spans."""
 
-    def __init__(self, total: int):
-        self.total, self.spans = total, [(0, 1)]
+    def __init__(self, total: int, history_frames: int = 1):
+        self.total, self.spans = total, [(0, history_frames)]
 
     def add(self, a: int, b: int) -> None:
         spans = sorted(self.spans + [(a, b)])
@@ -250,13 +250,13 @@ def padding_list(num_sections: int) -> list:
     return [3] + [2] * (n - 3) + [1, 0] if n > 4 else list(reversed(range(n)))
 
 
-def _order(mode, n, w):
-    """(position, padding, role) per section in generation order."""
+def _order(mode, n, w, first=1):
+    """(position, padding, role) per section in generation order; new frames start at ``first``."""
     if mode == "vanilla":
-        return [(1 + i * w, None, "forward") for i in range(n)]
+        return [(first + i * w, None, "forward") for i in range(n)]
     if mode == "inverted_anti_drifting":
-        return [(1 + (n - 1 - i) * w, p, "inverted") for i, p in enumerate(padding_list(n))]
-    return [(1 + (n - 1) * w, None, "endpoint")] + [(1 + i * w, None, "fill") for i in range(n - 1)]
+        return [(first + (n - 1 - i) * w, p, "inverted") for i, p in enumerate(padding_list(n))]
+    return [(first + (n - 1) * w, None, "endpoint")] + [(first + i * w, None, "fill") for i in range(n - 1)]
 
 
 def _count(value, what, low=1):
@@ -270,22 +270,28 @@ def _count(value, what, low=1):
 
 
 def plan_sections(mode: str, num_sections: int, latent_window_size: int | None = None, schedule=None,
-                  *, max_blank: int | None = None) -> list:
+                  *, max_blank: int | None = None, history_frames: int = 1) -> list:
     """Plan every section of a FramePack generation (Zhang & Agrawala, 2025), in generation order.
 
     ``schedule`` is a name, a paper string or a ``Schedule`` (default: the mode's released layout).
     ``latent_window_size`` defaults to the schedule's ``gN``, else 9; an explicit value must agree with ``gN``.
+    ``history_frames`` > 1 extends an existing video: its frames 0 .. history_frames-1 are known context and
+    the new sections follow them (forward modes only).
     """
     check_mode(mode)
     n = _count(num_sections, "num_sections")
+    history = _count(history_frames, "history_frames")
+    if history > 1 and mode == "inverted_anti_drifting":
+        raise PlanError("extending a video runs forward from its last frames: use the 'vanilla' or 'anti_drifting' "
+                        "mode (inverted anti-drifting generates towards the start image instead).")
     if latent_window_size is not None:
         latent_window_size = _count(latent_window_size, "latent_window_size")
     schedule = get_schedule(schedule, mode, latent_window_size)
     w = schedule.latent_window_size
     max_blank = 3 * w if max_blank is None else _count(max_blank, "max_blank", 0)
-    total = latent_frame_count(n, w)
-    known, plans = _Known(total), []
-    for index, (position, padding, role) in enumerate(_order(mode, n, w)):
+    total = latent_frame_count(n, w) + history - 1
+    known, plans = _Known(total, history), []
+    for index, (position, padding, role) in enumerate(_order(mode, n, w, history)):
         def blank_rule(side, ordinal, gap):
             if padding is not None and side == "left" and ordinal == 0:
                 return padding * w
