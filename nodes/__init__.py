@@ -2,12 +2,20 @@
 
 from comfy_api.latest import ComfyExtension, io
 
+from .conditioning import FramePackKeyframes, FramePackTimestampedPrompts
+from .image import FramePackBucket, FramePackColorMatch
 from .loader import FramePackModelLoader
+from .sampler import FramePackSampler
+from .schedule import FramePackScheduleNode
+from .single_frame import FramePackSingleFrameSampler
+
+NODES = [FramePackModelLoader, FramePackBucket, FramePackScheduleNode, FramePackSampler, FramePackTimestampedPrompts,
+         FramePackKeyframes, FramePackSingleFrameSampler, FramePackColorMatch]
 
 
 class FramePackExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [FramePackModelLoader]
+        return NODES
 
 
 async def comfy_entrypoint() -> FramePackExtension:

@@ -74,4 +74,7 @@ class FramePackModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name, weight_dtype) -> io.NodeOutput:
-        return io.NodeOutput(load_framepack_model(resolve_model(model_name), weight_dtype))
+        model = load_framepack_model(resolve_model(model_name), weight_dtype)
+        # Which released checkpoint this is, by its usual name, so the sampler can warn about a mode mismatch.
+        model.model.diffusion_model.variant = "f1" if "f1" in model_name.lower() else "i2v"
+        return io.NodeOutput(model)

@@ -7,6 +7,7 @@ friends apply), and core nodes such as LoraLoaderModelOnly and TorchCompileModel
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import comfy.conds
@@ -24,9 +25,10 @@ from ..framepack_core.checkpoint import block_weight_dtype, open_checkpoint, par
 
 log = logging.getLogger(__name__)
 
-# Per-call FramePack inputs carried in a conditioning's options and handed to the transformer.
-SECTION_KEYS = ("latent_indices", "clean_latents", "clean_latent_indices", "clean_latents_2x",
-                "clean_latent_2x_indices", "clean_latents_4x", "clean_latent_4x_indices", "image_embeddings")
+# The per-section inputs (indices, clean latents, image embeddings, step cache) travel in
+# ``transformer_options[SECTION_KEY]`` of a cloned ModelPatcher: they are shared by the positive and negative
+# calls and change every section, like EasyCache's state does.
+SECTION_KEY = "framepack_section"
 WEIGHT_DTYPES = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8_e4m3fn,
                  "fp8_e5m2": torch.float8_e5m2}
 
@@ -48,8 +50,11 @@ class ComfyFramePackTransformer(FramePackTransformer):
             self.transformer_blocks[0].attn.to_q.weight.dtype
 
     def forward(self, x, timestep, context=None, attention_mask=None, y=None, guidance=None, control=None,
-                transformer_options=None, **section):
-        transformer_options = transformer_options or {}
+                transformer_options=None, **kwargs):
+        section = dict((transformer_options or {}).get(SECTION_KEY) or {})
+        if not section:
+            raise RuntimeError("the FramePack model was called without its section inputs: sample it with the "
+                               "FramePack sampler nodes, not with KSampler.")
         dtype = self.compute_dtype
         batch = x.shape[0]
         if attention_mask is None:
@@ -57,9 +62,18 @@ class ComfyFramePackTransformer(FramePackTransformer):
         # The reference feeds timestep and guidance in the compute dtype (10000 -> 9984 in bf16).
         timestep = timestep.to(dtype).float()
         guidance = None if guidance is None else (guidance.float() * 1000.0).to(dtype).float().expand(batch)
-        inputs = {k: section[k] for k in SECTION_KEYS if section.get(k) is not None}
-        return super().forward(x, timestep, context, attention_mask.bool(), y, guidance,
-                               cache=transformer_options.get("framepack_cache"), **inputs)
+        cache = section.pop("cache", None)
+        inputs = {k: to_device(v, x.device) for k, v in section.items()}
+        return super().forward(x, timestep, context, attention_mask.bool(), y, guidance, cache=cache, **inputs)
+
+
+def to_device(value, device):
+    """Section inputs to the sampling device (tensors, and the tensors inside CleanGroups)."""
+    if torch.is_tensor(value):
+        return value.to(device)
+    if isinstance(value, list):
+        return [dataclasses.replace(g, latents=g.latents.to(device), indices=g.indices.to(device)) for g in value]
+    return value
 
 
 class FramePackBaseModel(comfy.model_base.BaseModel):
@@ -75,10 +89,9 @@ class FramePackBaseModel(comfy.model_base.BaseModel):
         if cross_attn is not None:
             # CONDRegular, not CONDCrossAttn: prompts of different lengths are never padded by repetition.
             out["c_crossattn"] = comfy.conds.CONDRegular(cross_attn)
-        for key in ("attention_mask",) + SECTION_KEYS:
-            value = kwargs.get("framepack", {}).get(key, kwargs.get(key))
-            if value is not None:
-                out[key] = comfy.conds.CONDRegular(value)
+        attention_mask = kwargs.get("attention_mask")
+        if attention_mask is not None:
+            out["attention_mask"] = comfy.conds.CONDRegular(attention_mask)
         pooled = kwargs.get("pooled_output")
         if pooled is not None:
             out["y"] = comfy.conds.CONDRegular(pooled)

@@ -1,0 +1,168 @@
+"""The FramePack sampler node: a whole video, section by section, in any sampling mode."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from comfy_api.latest import io
+
+from ..framepack_core import (MODES, GenerationInputs, GenerationSettings, InputError, generate, get_schedule,
+                              section_count)
+from .comfy_sampling import SAMPLER_NAMES, ComfySectionSampler, framepack_sampler
+from .convert import image_embeddings, latent_frames, text_conditioning, to_comfy_latent
+from .types import KeyframesSocket, PromptsSocket, ScheduleSocket
+
+log = logging.getLogger(__name__)
+
+FPS = 30
+# The sampling mode each released checkpoint was trained for.
+TRAINED_MODE = {"f1": "vanilla", "i2v": "inverted_anti_drifting"}
+
+
+def seconds_to_frame(seconds: float) -> int:
+    """The latent frame holding the pixel frame at ``seconds`` (latent f >= 1 covers pixel frames 4f-3 .. 4f)."""
+    return max(1, round((seconds * FPS + 3) / 4))
+
+
+def warn_on_mode_mismatch(model, mode: str) -> None:
+    variant = getattr(model.model.diffusion_model, "variant", None)
+    trained = TRAINED_MODE.get(variant)
+    if trained is not None and trained != mode and not (variant == "i2v" and mode == "anti_drifting"):
+        log.warning("FramePack: this checkpoint (%s) was trained for %s sampling but %s was chosen; results may drift "
+                    "or ignore the start image. Use %s, or load the %s checkpoint.", variant.upper(), trained, mode,
+                    trained, "FramePack_F1" if mode == "vanilla" else "FramePackI2V_HY")
+
+
+class FramePackSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FramePackSampler",
+            display_name="FramePack Sampler",
+            category="FramePack/sampling",
+            description="Generates a video section by section with FramePack: each section sees a packed context of "
+                        "constant size, so every section costs the same however long the video. Output is a video "
+                        "LATENT for VAEDecodeTiled.",
+            inputs=[
+                io.Model.Input("model", tooltip="The FramePack model from Load FramePack Model."),
+                io.Conditioning.Input("positive", tooltip="The prompt: CLIPTextEncode on a DualCLIPLoader of type "
+                                                          "hunyuan_video."),
+                io.Latent.Input("start_latent", optional=True,
+                                tooltip="The start image, VAEEncode'd at a FramePack bucket size (one frame). Leave "
+                                        "empty for text-to-video (then width and height are used)."),
+                io.ClipVisionOutput.Input("clip_vision_output", optional=True,
+                                          tooltip="SigLIP encoding of the start image (CLIPVisionEncode, crop none). "
+                                                  "Empty: zeros (text-to-video)."),
+                io.Combo.Input("sampling_mode", options=list(MODES), default="inverted_anti_drifting",
+                               tooltip="inverted_anti_drifting: generate backwards towards the start image "
+                                       "(FramePackI2V_HY). vanilla: forward, section after section (FramePack_F1). "
+                                       "anti_drifting: plan the end first, then fill in towards it."),
+                io.Float.Input("length", default=5.0, min=0.1, max=3600.0, step=0.1,
+                               tooltip="Video length, in seconds at 30 fps or in frames (see length_unit). It is "
+                                       "rounded to whole sections of 4 x latent_window_size frames."),
+                io.Combo.Input("length_unit", options=["seconds", "frames"], default="seconds",
+                               tooltip="Whether length counts seconds (30 fps) or pixel frames."),
+                io.Int.Input("steps", default=25, min=1, max=200, tooltip="Sampling steps per section (25 in FramePack)."),
+                io.Float.Input("distilled_cfg", default=10.0, min=1.0, max=32.0, step=0.1,
+                               tooltip="Distilled guidance scale fed to the model (FramePack's default 10)."),
+                io.Float.Input("real_cfg", default=1.0, min=1.0, max=32.0, step=0.1,
+                               tooltip="Real classifier-free guidance; 1 = off (one model call per step). Above 1 the "
+                                       "negative prompt is used and sampling takes twice as long."),
+                io.Float.Input("cfg_rescale", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Rescales the guided prediction towards the positive one's std (0 = off)."),
+                io.Float.Input("shift", default=0.0, min=0.0, max=100.0, step=0.01,
+                               tooltip="Timestep shift; 0 = FramePack's automatic shift from the token count "
+                                       "(7.0 at the 640 buckets)."),
+                io.Int.Input("seed", default=31337, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Noise seed; one draw per section from a CPU generator, like the reference."),
+                io.Combo.Input("sampler_name", options=list(SAMPLER_NAMES), default="unipc_bh1",
+                               tooltip="FramePack's flow UniPC (bh1 is the reference) or Euler. A connected sampler "
+                                       "input overrides this."),
+                io.Float.Input("teacache_threshold", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="TeaCache: skip steps whose input barely changed. 0 = off, 0.15 ~2x faster "
+                                       "(hands may get slightly worse). Needs real_cfg 1."),
+                io.Conditioning.Input("negative", optional=True,
+                                      tooltip="Negative prompt, only used when real_cfg > 1."),
+                ScheduleSocket.Input("schedule", optional=True,
+                                                      tooltip="Frame schedule and latent window size from the "
+                                                              "FramePack Schedule node; default: the mode's released "
+                                                              "layout, window 9."),
+                io.Sampler.Input("sampler", optional=True, tooltip="Any ComfyUI SAMPLER to use instead of sampler_name."),
+                io.Latent.Input("end_latent", optional=True,
+                                tooltip="An end frame (VAEEncode'd, same size as the start) for the anti-drifting modes."),
+                io.ClipVisionOutput.Input("end_clip_vision_output", optional=True,
+                                          tooltip="SigLIP encoding of the end image, for image-embedding interpolation."),
+                io.Boolean.Input("interpolate_image_embeddings", default=False, optional=True,
+                                 tooltip="Blend the image embedding from the start to the end image over the video."),
+                KeyframesSocket.Input("keyframes", optional=True,
+                                                       tooltip="Keyframe latents at chosen times (FramePack Keyframes)."),
+                PromptsSocket.Input("prompts", optional=True,
+                                                     tooltip="Prompts over time (FramePack Timestamped Prompts); "
+                                                             "replaces positive."),
+                io.Float.Input("prompt_blend_seconds", default=0.0, min=0.0, max=60.0, step=0.1, optional=True,
+                               tooltip="Blend each new prompt in over this many seconds."),
+                io.Latent.Input("initial_latents", optional=True,
+                                tooltip="An existing video's latents to extend (vanilla / anti_drifting): the new "
+                                        "sections continue after its last frame."),
+                io.Int.Input("width", default=640, min=16, max=4096, step=16, optional=True,
+                             tooltip="Text-to-video width in pixels (used only without start_latent)."),
+                io.Int.Input("height", default=608, min=16, max=4096, step=16, optional=True,
+                             tooltip="Text-to-video height in pixels (used only without start_latent)."),
+            ],
+            outputs=[io.Latent.Output(tooltip="The whole video's latents, for VAEDecodeTiled.")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, sampling_mode, length, length_unit, steps, distilled_cfg, real_cfg, cfg_rescale,
+                shift, seed, sampler_name, teacache_threshold, start_latent=None, clip_vision_output=None,
+                negative=None, schedule=None, sampler=None, end_latent=None, end_clip_vision_output=None,
+                interpolate_image_embeddings=False, keyframes=None, prompts=None, prompt_blend_seconds=0.0,
+                initial_latents=None, width=640, height=608) -> io.NodeOutput:
+        config = model.model.diffusion_model.config
+        schedule = schedule or {"schedule": None, "latent_window_size": 9}
+        window = get_schedule(schedule["schedule"], sampling_mode, schedule["latent_window_size"]).latent_window_size
+        seconds = length if length_unit == "seconds" else length / FPS
+        settings = GenerationSettings(
+            mode=sampling_mode, num_sections=section_count(seconds, window), latent_window_size=window,
+            schedule=schedule["schedule"], steps=steps, distilled_cfg=distilled_cfg, real_cfg=real_cfg,
+            cfg_rescale=cfg_rescale, shift=shift or None, sampler=sampler_name, seed=seed,
+            teacache_threshold=teacache_threshold, prompt_blend_seconds=prompt_blend_seconds,
+            interpolate_image_embeddings=interpolate_image_embeddings)
+        warn_on_mode_mismatch(model, sampling_mode)
+        inputs = build_inputs(config, positive, negative, start_latent, clip_vision_output, end_latent,
+                              end_clip_vision_output, keyframes, prompts, initial_latents, width, height, real_cfg)
+        total_steps = settings.num_sections * settings.steps
+        section_sampler = ComfySectionSampler(model, sampler or framepack_sampler(sampler_name), total_steps)
+        video = generate(section_sampler, inputs, settings)
+        return io.NodeOutput(to_comfy_latent(video))
+
+
+def build_inputs(config, positive, negative, start_latent, clip_vision_output, end_latent, end_clip_vision_output,
+                 keyframes, prompts, initial_latents, width, height, real_cfg) -> GenerationInputs:
+    history = None if initial_latents is None else latent_frames(initial_latents, "initial_latents")
+    if start_latent is not None:
+        start = latent_frames(start_latent, "start_latent", frames=1)
+    elif history is not None:
+        start = history[:, :, :1]
+    else:
+        if width % 16 or height % 16:
+            raise InputError(f"text-to-video size {width}x{height} must be multiples of 16; use a FramePack bucket.")
+        start = torch.zeros(1, 16, 1, height // 8, width // 8)
+    if clip_vision_output is not None:
+        embeddings = image_embeddings(clip_vision_output, "clip_vision_output", config)
+    else:
+        embeddings = torch.zeros(1, 729, config.image_proj_dim)
+    if real_cfg != 1 and negative is None:
+        raise InputError(f"real_cfg is {real_cfg}, which needs a negative prompt: connect one (ConditioningZeroOut "
+                         "of the positive for an empty negative), or set real_cfg to 1.")
+    timed = [(start_s, end_s, text_conditioning(cond, f"prompt at {start_s}s", config))
+             for start_s, end_s, cond in prompts] if prompts else text_conditioning(positive, "positive", config)
+    return GenerationInputs(
+        start_latent=start, prompts=timed, image_embeddings=embeddings,
+        negative=None if negative is None or real_cfg == 1 else text_conditioning(negative, "negative", config),
+        end_latent=None if end_latent is None else latent_frames(end_latent, "end_latent", frames=1),
+        end_image_embeddings=None if end_clip_vision_output is None else image_embeddings(
+            end_clip_vision_output, "end_clip_vision_output", config),
+        keyframes={seconds_to_frame(s): latent_frames(lat, f"keyframe at {s}s", frames=1) for s, lat in keyframes or []},
+        history=history)
