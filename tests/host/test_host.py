@@ -1,0 +1,134 @@
+"""The pack inside a real ComfyUI: node registration, and whole graphs queued through the HTTP API."""
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import TINY_NAME, require_host
+
+require_host()
+
+PACK_NODES = {"FramePackModelLoader", "FramePackBucket", "FramePackSchedule", "FramePackSampler",
+              "FramePackTimestampedPrompts", "FramePackKeyframes", "FramePackSingleFrameSampler", "FramePackColorMatch"}
+
+
+def test_pack_imports_and_registers_every_node(server):
+    log = server.log_path.read_text()
+    assert "IMPORT FAILED" not in log, log[-3000:]
+    info = server.get("/object_info")
+    assert PACK_NODES <= set(info)
+    for node_id in PACK_NODES:
+        node = info[node_id]
+        assert node["category"].startswith("FramePack/"), node_id
+        assert node["description"], node_id
+        for section in ("required", "optional"):
+            for name, spec in node["input"].get(section, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+        assert all(node["output_tooltips"]), node_id
+
+
+def test_loader_lists_the_model_folder(server):
+    options = server.get("/object_info/FramePackModelLoader")["FramePackModelLoader"]["input"]["required"]
+    assert TINY_NAME in options["model_name"][0] or TINY_NAME in str(options["model_name"])
+
+
+def video_graph(mode, seconds=1.2, **sampler_inputs):
+    graph = {
+        "loader": {"class_type": "FramePackModelLoader", "inputs": {"model_name": TINY_NAME, "weight_dtype": "default"}},
+        "text": {"class_type": "FramePackTestTextEncode", "inputs": {"seed": 1}},
+        "vision": {"class_type": "FramePackTestClipVision", "inputs": {"seed": 2}},
+        "start": {"class_type": "FramePackTestLatent", "inputs": {"seed": 3, "frames": 1}},
+        "sampler": {"class_type": "FramePackSampler", "inputs": {
+            "model": ["loader", 0], "positive": ["text", 0], "start_latent": ["start", 0],
+            "clip_vision_output": ["vision", 0], "sampling_mode": mode, "length": seconds, "length_unit": "seconds",
+            "steps": 2, "distilled_cfg": 10.0, "real_cfg": 1.0, "cfg_rescale": 0.0, "shift": 0.0, "seed": 5,
+            "sampler_name": "unipc_bh1", "teacache_threshold": 0.0, **sampler_inputs}},
+        "save": {"class_type": "SaveLatent", "inputs": {"samples": ["sampler", 0], "filename_prefix": f"latents/{mode}"}},
+    }
+    return graph
+
+
+def saved_latent(server, history, node="save"):
+    [entry] = history["outputs"][node]["latents"]
+    path = server.output_dir / entry["subfolder"] / entry["filename"]
+    return load_file(path)["latent_tensor"]
+
+
+def assert_success(history):
+    status = history["status"]
+    assert status["status_str"] == "success", status["messages"]
+
+
+@pytest.mark.parametrize("mode", ["inverted_anti_drifting", "vanilla", "anti_drifting"])
+def test_every_sampling_mode_through_the_api(server, mode):
+    history = server.run(video_graph(mode))
+    assert_success(history)
+    latent = saved_latent(server, history)
+    assert tuple(latent.shape) == (1, 16, 10, 8, 8)  # 1.2 s -> 1 section of 9 latents + the start frame
+    assert latent.isfinite().all() and latent[:, :, 1:].abs().mean() > 0
+
+
+def test_schedule_prompts_keyframes_and_end_frame(server):
+    graph = video_graph("inverted_anti_drifting", seconds=3.0, prompt_blend_seconds=0.5)
+    graph["schedule"] = {"class_type": "FramePackSchedule", "inputs": {
+        "schedule": "default", "latent_window_size": 3, "uniform_kernel": "k2", "uniform_frames": 12, "custom": ""}}
+    graph["clip"] = {"class_type": "FramePackTestClip", "inputs": {}}
+    graph["prompts"] = {"class_type": "FramePackTimestampedPrompts", "inputs": {
+        "clip": ["clip", 0], "text": "[0s: a cat sits] [1s-2s: the cat jumps]"}}
+    graph["key_latent"] = {"class_type": "FramePackTestLatent", "inputs": {"seed": 8, "frames": 1}}
+    graph["keyframes"] = {"class_type": "FramePackKeyframes", "inputs": {"latent": ["key_latent", 0], "seconds": 1.0}}
+    graph["end"] = {"class_type": "FramePackTestLatent", "inputs": {"seed": 9, "frames": 1}}
+    graph["sampler"]["inputs"].update(schedule=["schedule", 0], prompts=["prompts", 0], keyframes=["keyframes", 0],
+                                      end_latent=["end", 0])
+    history = server.run(graph)
+    assert_success(history)
+    assert tuple(saved_latent(server, history).shape) == (1, 16, 3 * 8 + 1, 8, 8)  # 3 s at W = 3 -> 8 sections
+
+
+def test_custom_schedule_and_real_cfg(server):
+    graph = video_graph("vanilla", seconds=1.0, real_cfg=2.0, cfg_rescale=0.5)
+    graph["neg"] = {"class_type": "FramePackTestTextEncode", "inputs": {"seed": 4}}
+    graph["schedule"] = {"class_type": "FramePackSchedule", "inputs": {
+        "schedule": "custom", "latent_window_size": 2, "uniform_kernel": "k2", "uniform_frames": 12,
+        "custom": "f1k1_tc_f4k2f1k1_g2"}}
+    graph["sampler"]["inputs"].update(negative=["neg", 0], schedule=["schedule", 0])
+    history = server.run(graph)
+    assert_success(history)
+    assert saved_latent(server, history).shape[2] == 2 * 4 + 1
+
+
+def test_single_frame_sampler(server):
+    graph = video_graph("vanilla")
+    graph["ref"] = {"class_type": "FramePackTestLatent", "inputs": {"seed": 6, "frames": 1}}
+    graph["sampler"] = {"class_type": "FramePackSingleFrameSampler", "inputs": {
+        "model": ["loader", 0], "positive": ["text", 0], "start_latent": ["start", 0],
+        "clip_vision_output": ["vision", 0], "target_index": 5, "steps": 2, "distilled_cfg": 10.0, "seed": 1,
+        "sampler_name": "unipc_bh1", "reference_latent": ["ref", 0], "reference_index": 10}}
+    history = server.run(graph)
+    assert_success(history)
+    assert tuple(saved_latent(server, history).shape) == (1, 16, 1, 8, 8)
+
+
+def test_bad_schedule_string_is_reported_clearly(server):
+    graph = video_graph("vanilla")
+    graph["schedule"] = {"class_type": "FramePackSchedule", "inputs": {
+        "schedule": "custom", "latent_window_size": 9, "uniform_kernel": "k2", "uniform_frames": 12,
+        "custom": "f1k1_td_f16k3_g9"}}
+    graph["sampler"]["inputs"]["schedule"] = ["schedule", 0]
+    history = server.run(graph)
+    assert history["status"]["status_str"] == "error"
+    errors = [m for m in history["status"]["messages"] if m[0] == "execution_error"]
+    message = errors[0][1]["exception_message"]
+    assert "invalid frame schedule" in message and "^" in message
+
+
+def test_bucket_and_colour_nodes(server):
+    graph = {
+        "image": {"class_type": "EmptyImage", "inputs": {"width": 200, "height": 100, "batch_size": 3, "color": 1234}},
+        "bucket": {"class_type": "FramePackBucket", "inputs": {"image": ["image", 0], "resolution": 640,
+                                                               "upscale_method": "bilinear"}},
+        "match": {"class_type": "FramePackColorMatch", "inputs": {"images": ["bucket", 0], "reference": ["bucket", 0],
+                                                                  "strength": 0.5}},
+        "preview": {"class_type": "PreviewImage", "inputs": {"images": ["match", 0]}},
+    }
+    history = server.run(graph)
+    assert_success(history)
