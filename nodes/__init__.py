@@ -5,11 +5,12 @@ from comfy_api.latest import ComfyExtension, io
 from .conditioning import FramePackKeyframes, FramePackTimestampedPrompts
 from .image import FramePackBucket, FramePackColorMatch
 from .loader import FramePackModelLoader
+from .lora import FramePackLoraLoader
 from .sampler import FramePackSampler
 from .schedule import FramePackScheduleNode
 from .single_frame import FramePackSingleFrameSampler
 
-NODES = [FramePackModelLoader, FramePackBucket, FramePackScheduleNode, FramePackSampler, FramePackTimestampedPrompts,
+NODES = [FramePackModelLoader, FramePackLoraLoader, FramePackBucket, FramePackScheduleNode, FramePackSampler, FramePackTimestampedPrompts,
          FramePackKeyframes, FramePackSingleFrameSampler, FramePackColorMatch]
 
 

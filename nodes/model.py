@@ -76,8 +76,12 @@ def to_device(value, device):
     return value
 
 
-class FramePackBaseModel(comfy.model_base.BaseModel):
-    """ComfyUI model wrapper: flow matching, HunyuanVideo latent format, FramePack's conditioning keys."""
+class FramePackBaseModel(comfy.model_base.HunyuanVideo):
+    """ComfyUI model wrapper: flow matching, HunyuanVideo latent format, FramePack's conditioning keys.
+
+    It is a HunyuanVideo model to ComfyUI (FramePack is one), which also gives it ComfyUI's LoRA key maps for
+    diffusers-named (``transformer.``) and generic (``diffusion_model.``) LoRAs of these parameter names.
+    """
 
     def __init__(self, model_config, transformer, device=None):
         super().__init__(model_config, comfy.model_base.ModelType.FLOW, device=device)

@@ -78,18 +78,38 @@ class Server:
         raise AssertionError(f"prompt {prompt_id} did not finish in {timeout} s; log: {self.log_path}")
 
 
+def write_test_loras(folder: Path) -> None:
+    """The same q/k/v LoRA of the tiny model in two key formats, and a LoRA of another model."""
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    up, down = torch.randn(96, 4, generator=g) * 0.5, torch.randn(4, 32, generator=g) * 0.5
+    fused = {"lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight": up,
+             "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": down}
+    split = {}
+    for part, name in zip(up.split(32), ("to_q", "to_k", "to_v")):
+        split[f"lora_unet_transformer_blocks_0_attn_{name}.lora_up.weight"] = part.contiguous()
+        split[f"lora_unet_transformer_blocks_0_attn_{name}.lora_down.weight"] = down.clone()
+    save_file(fused, str(folder / "hunyuan_original_names.safetensors"))
+    save_file(split, str(folder / "framepack_musubi.safetensors"))
+    save_file({"lora_unet_input_blocks_1_proj_in.lora_up.weight": up[:8].clone(),
+               "lora_unet_input_blocks_1_proj_in.lora_down.weight": down[:, :8].clone()}, str(folder / "sdxl_style.safetensors"))
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory, reference_dir):
     root = tmp_path_factory.mktemp("comfy")
     models, output, nodes = root / "models", root / "output", root / "custom_nodes"
-    for folder in (models / "diffusion_models", models / "diffusers", output, nodes):
+    for folder in (models / "diffusion_models", models / "diffusers", models / "loras", output, nodes):
         folder.mkdir(parents=True)
     shutil.copy(reference_dir / "tiny_framepack.safetensors", models / "diffusion_models" / TINY_NAME)
     (nodes / "ComfyUI-FramePack").symlink_to(REPO)
     (nodes / "framepack_test_nodes").symlink_to(STUBS)
     config = root / "extra_model_paths.yaml"
     config.write_text(f"framepack_tests:\n    base_path: {root}\n    diffusion_models: models/diffusion_models\n"
-                      f"    diffusers: models/diffusers\n    custom_nodes: custom_nodes\n")
+                      f"    diffusers: models/diffusers\n    loras: models/loras\n    custom_nodes: custom_nodes\n")
+    write_test_loras(models / "loras")
     port = free_port()
     log_path = root / "comfyui.log"
     comfy = Path(os.environ["COMFYUI_PATH"])

@@ -132,3 +132,29 @@ def test_bucket_and_colour_nodes(server):
     }
     history = server.run(graph)
     assert_success(history)
+
+
+def test_loras_in_both_key_formats_give_the_same_model(server):
+    plain = saved_latent(server, server.run(video_graph("vanilla")))
+    core_graph = video_graph("vanilla")
+    core_graph["lora"] = {"class_type": "LoraLoaderModelOnly", "inputs": {
+        "model": ["loader", 0], "lora_name": "framepack_musubi.safetensors", "strength_model": 1.0}}
+    core_graph["sampler"]["inputs"]["model"] = ["lora", 0]
+    ours_graph = video_graph("vanilla")
+    ours_graph["lora"] = {"class_type": "FramePackLoraLoader", "inputs": {
+        "model": ["loader", 0], "lora_name": "hunyuan_original_names.safetensors", "strength": 1.0}}
+    ours_graph["sampler"]["inputs"]["model"] = ["lora", 0]
+    with_core, with_ours = (saved_latent(server, server.run(g)) for g in (core_graph, ours_graph))
+    assert (with_core - plain).abs().max() > 1e-3
+    assert (with_core - with_ours).abs().max() < 1e-5
+
+
+def test_lora_of_another_model_is_reported(server):
+    graph = video_graph("vanilla")
+    graph["lora"] = {"class_type": "FramePackLoraLoader", "inputs": {
+        "model": ["loader", 0], "lora_name": "sdxl_style.safetensors", "strength": 1.0}}
+    graph["sampler"]["inputs"]["model"] = ["lora", 0]
+    history = server.run(graph)
+    assert history["status"]["status_str"] == "error"
+    errors = [m for m in history["status"]["messages"] if m[0] == "execution_error"]
+    assert "matches no FramePack weight" in errors[0][1]["exception_message"]
