@@ -101,7 +101,7 @@ def write_test_loras(folder: Path) -> None:
 def server(tmp_path_factory, reference_dir):
     root = tmp_path_factory.mktemp("comfy")
     models, output, nodes = root / "models", root / "output", root / "custom_nodes"
-    for folder in (models / "diffusion_models", models / "diffusers", models / "loras", output, nodes):
+    for folder in (models / "diffusion_models", models / "diffusers", models / "loras", output, nodes, root / "user"):
         folder.mkdir(parents=True)
     shutil.copy(reference_dir / "tiny_framepack.safetensors", models / "diffusion_models" / TINY_NAME)
     (nodes / "ComfyUI-FramePack").symlink_to(REPO)
@@ -116,7 +116,8 @@ def server(tmp_path_factory, reference_dir):
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [comfy_python(), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-             "--disable-auto-launch", "--output-directory", str(output), "--extra-model-paths-config", str(config)],
+             "--disable-auto-launch", "--output-directory", str(output), "--extra-model-paths-config", str(config),
+             "--user-directory", str(root / "user")],
             cwd=comfy, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     server = Server(f"http://127.0.0.1:{port}", output, log_path, models)
     try:

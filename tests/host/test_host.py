@@ -1,13 +1,19 @@
 """The pack inside a real ComfyUI: node registration, and whole graphs queued through the HTTP API."""
 
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 from safetensors.torch import load_file
 
-from conftest import TINY_NAME, require_host
+from conftest import TINY_NAME, comfy_python, require_host
+from workflows import EXAMPLES, check_workflow
 
 require_host()
 
-PACK_NODES = {"FramePackModelLoader", "FramePackBucket", "FramePackSchedule", "FramePackSampler",
+PACK_NODES = {"FramePackModelLoader", "FramePackLoraLoader", "FramePackBucket", "FramePackSchedule", "FramePackSampler",
               "FramePackTimestampedPrompts", "FramePackKeyframes", "FramePackSingleFrameSampler", "FramePackColorMatch"}
 
 
@@ -158,3 +164,34 @@ def test_lora_of_another_model_is_reported(server):
     assert history["status"]["status_str"] == "error"
     errors = [m for m in history["status"]["messages"] if m[0] == "execution_error"]
     assert "matches no FramePack weight" in errors[0][1]["exception_message"]
+
+
+EXAMPLE_NAMES = ["framepack_image_to_video", "framepack_f1_forward", "framepack_end_frame",
+                 "framepack_keyframes_prompts", "framepack_extend_video"]
+
+
+@pytest.mark.parametrize("name", EXAMPLE_NAMES)
+def test_example_workflow_is_valid(server, name):
+    workflow = json.loads((EXAMPLES / f"{name}.json").read_text())
+    assert check_workflow(workflow, server.get("/object_info")) == []
+    assert (EXAMPLES / f"{name}.jpg").is_file(), "every example has a same-name thumbnail"
+    used = {node["type"] for node in workflow["nodes"]}
+    assert used & PACK_NODES and "MarkdownNote" in used
+
+
+def test_example_workflows_are_listed_as_templates(server):
+    templates = server.get("/workflow_templates")
+    assert set(templates["ComfyUI-FramePack"]) == set(EXAMPLE_NAMES)
+
+
+def test_examples_open_in_the_real_frontend_without_missing_nodes(server):
+    if shutil.which("chromium") is None:
+        pytest.skip("the frontend check needs Debian's chromium (apt-get install chromium)")
+    files = [str(EXAMPLES / f"{name}.json") for name in EXAMPLE_NAMES]
+    result = subprocess.run([comfy_python(), str(Path(__file__).parent / "frontend_check.py"), "--server", server.url,
+                             *files], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(report) == {f"{name}.json" for name in EXAMPLE_NAMES}
+    for name, found in report.items():
+        assert found == {"missing": [], "errors": [], "dialog": []}, name
