@@ -25,6 +25,13 @@ def seconds_to_frame(seconds: float) -> int:
     return max(1, round((seconds * FPS + 3) / 4))
 
 
+def patched_shift(model):
+    """The shift set by ModelSamplingSD3 (or similar) on this model, else None (FramePack's automatic shift)."""
+    if "model_sampling" not in model.object_patches:
+        return None
+    return getattr(model.get_model_object("model_sampling"), "shift", None)
+
+
 def warn_on_mode_mismatch(model, mode: str) -> None:
     variant = getattr(model.model.diffusion_model, "variant", None)
     trained = TRAINED_MODE.get(variant)
@@ -72,8 +79,9 @@ class FramePackSampler(io.ComfyNode):
                 io.Float.Input("cfg_rescale", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Rescales the guided prediction towards the positive one's std (0 = off)."),
                 io.Float.Input("shift", default=0.0, min=0.0, max=100.0, step=0.01,
-                               tooltip="Timestep shift; 0 = FramePack's automatic shift from the token count "
-                                       "(7.0 at the 640 buckets)."),
+                               tooltip="Timestep shift; 0 = the shift of a ModelSamplingSD3 node on the model if "
+                                       "there is one, else FramePack's automatic shift from the token count (7.0 at "
+                                       "the 640 buckets)."),
                 io.Int.Input("seed", default=31337, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Noise seed; one draw per section from a CPU generator, like the reference."),
                 io.Combo.Input("sampler_name", options=list(SAMPLER_NAMES), default="unipc_bh1",
@@ -123,6 +131,7 @@ class FramePackSampler(io.ComfyNode):
         schedule = schedule or {"schedule": None, "latent_window_size": 9}
         window = get_schedule(schedule["schedule"], sampling_mode, schedule["latent_window_size"]).latent_window_size
         seconds = length if length_unit == "seconds" else length / FPS
+        shift = shift or patched_shift(model)
         settings = GenerationSettings(
             mode=sampling_mode, num_sections=section_count(seconds, window), latent_window_size=window,
             schedule=schedule["schedule"], steps=steps, distilled_cfg=distilled_cfg, real_cfg=real_cfg,

@@ -195,3 +195,14 @@ def test_examples_open_in_the_real_frontend_without_missing_nodes(server):
     assert set(report) == {f"{name}.json" for name in EXAMPLE_NAMES}
     for name, found in report.items():
         assert found == {"missing": [], "errors": [], "dialog": []}, name
+
+
+def test_model_sampling_sd3_sets_the_shift(server):
+    patched = video_graph("vanilla")
+    patched["shift_node"] = {"class_type": "ModelSamplingSD3", "inputs": {"model": ["loader", 0], "shift": 3.0}}
+    patched["sampler"]["inputs"]["model"] = ["shift_node", 0]
+    manual = video_graph("vanilla", shift=3.0)
+    auto = video_graph("vanilla")
+    via_node, via_input, automatic = (saved_latent(server, server.run(g)) for g in (patched, manual, auto))
+    assert (via_node - via_input).abs().max() == 0
+    assert (via_node - automatic).abs().max() > 1e-4
