@@ -206,3 +206,13 @@ def test_model_sampling_sd3_sets_the_shift(server):
     via_node, via_input, automatic = (saved_latent(server, server.run(g)) for g in (patched, manual, auto))
     assert (via_node - via_input).abs().max() == 0
     assert (via_node - automatic).abs().max() > 1e-4
+
+
+def test_torch_compile_model_wraps_the_transformer(server):
+    compiled = video_graph("vanilla")
+    compiled["compile"] = {"class_type": "TorchCompileModel", "inputs": {"model": ["loader", 0], "backend": "inductor"}}
+    compiled["sampler"]["inputs"]["model"] = ["compile", 0]
+    history = server.run(compiled, timeout=600)
+    assert_success(history)
+    plain = saved_latent(server, server.run(video_graph("vanilla")))
+    assert (saved_latent(server, history) - plain).abs().max() < 1e-3
