@@ -65,7 +65,7 @@ def load_transformer(path, *, dtype=None, device="cpu", operations=None, attenti
     with torch.device("meta"):
         model = model_class(model_config, attention=attention, dtype=compute_dtype, operations=operations or CastOps)
     check_keys(source, model)
-    state = read_tensors(source, model, dtype, device)
+    state = read_tensors(source, dtype, device)
     model.load_state_dict(state, strict=True, assign=True)
     model.eval().requires_grad_(False)
     log.info("loaded FramePack transformer from %s (%d tensors, compute dtype %s)", source.path, len(state), compute_dtype)
@@ -275,23 +275,56 @@ def storage_dtype(key: str, stored: torch.dtype, dtype) -> torch.dtype:
     return dtype
 
 
-def read_tensors(source: CheckpointSource, model: FramePackTransformer, dtype, device) -> dict:
+def read_tensors(source: CheckpointSource, dtype, device) -> dict:
+    """Every tensor in its storage dtype on ``device``.
+
+    Tensors kept in the file's dtype stay views of the file's memory map (no copy at all on the CPU). Tensors
+    that change dtype are read with plain file reads instead, so the memory map never holds the original
+    next to the converted copy: peak memory stays near the size of the converted weights.
+    """
     state = {}
     by_file: dict = {}
     for key, file in source.files.items():
         by_file.setdefault(file, []).append(key)
     for file, keys in by_file.items():
         try:
-            with safe_open(str(file), framework="pt", device="cpu") as handle:
+            with safe_open(str(file), framework="pt", device="cpu") as handle, open(file, "rb") as raw:
+                offsets = data_offsets(raw)
                 for key in keys:
-                    tensor = handle.get_tensor(source.names[key])
-                    state[key] = tensor.to(device=device, dtype=storage_dtype(key, tensor.dtype, dtype))
-        except SafetensorError as err:
+                    stored = STORED_DTYPES.get(source.dtypes[key])
+                    if stored is None:
+                        raise CheckpointError(f"{file} stores {key} as {source.dtypes[key]}, not as floating point "
+                                              "weights; it is not a usable FramePack checkpoint.")
+                    name, target = source.names[key], storage_dtype(key, stored, dtype)
+                    if target == stored:
+                        tensor = handle.get_tensor(name)
+                    else:
+                        tensor = read_copy(raw, offsets[name], stored, source.shapes[key], file).to(target)
+                    state[key] = tensor.to(device)
+        except (SafetensorError, OSError) as err:
             raise CheckpointError(f"{file} could not be read ({err}); it is truncated or corrupt. Download it again.") from None
-    if not all(t.is_floating_point() for t in state.values()):
-        bad = [k for k, t in state.items() if not t.is_floating_point()][:3]
-        raise CheckpointError(f"{source.path} stores non-float weights {bad}; it is not a usable FramePack checkpoint.")
     return state
+
+
+def data_offsets(raw) -> dict:
+    """Absolute byte ranges of the tensors of an (already validated) safetensors file."""
+    raw.seek(0)
+    length = int.from_bytes(raw.read(8), "little")
+    header = json.loads(raw.read(length))
+    base = 8 + length
+    return {name: (base + info["data_offsets"][0], base + info["data_offsets"][1])
+            for name, info in header.items() if name != "__metadata__"}
+
+
+def read_copy(raw, span, dtype, shape, file) -> torch.Tensor:
+    start, end = span
+    buffer = bytearray(end - start)
+    raw.seek(start)
+    if raw.readinto(buffer) != len(buffer):
+        raise CheckpointError(f"{file} ends before its tensor data does; it is truncated. Download it again.")
+    if not buffer:
+        return torch.empty(shape, dtype=dtype)
+    return torch.frombuffer(buffer, dtype=dtype).reshape(shape)
 
 
 def save_config_metadata(config: FramePackConfig) -> Mapping[str, str]:
