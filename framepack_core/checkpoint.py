@@ -59,6 +59,7 @@ def load_transformer(path, *, dtype=None, device="cpu", operations=None, attenti
     bfloat16, as in the ComfyUI repacks). ``config`` overrides the file's config (a dict or FramePackConfig).
     ``model_class`` is a FramePackTransformer subclass to build (the ComfyUI adapter passes its own).
     """
+    check_dtype(dtype)
     source = open_checkpoint(path)
     model_config = resolve_config(source, config)
     compute_dtype = choose_compute_dtype(source, dtype)
@@ -70,6 +71,12 @@ def load_transformer(path, *, dtype=None, device="cpu", operations=None, attenti
     model.eval().requires_grad_(False)
     log.info("loaded FramePack transformer from %s (%d tensors, compute dtype %s)", source.path, len(state), compute_dtype)
     return model
+
+
+def check_dtype(dtype) -> None:
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise CheckpointError(f"dtype must be None (keep the file's) or a torch floating-point dtype such as "
+                              f"torch.bfloat16 or torch.float8_e4m3fn, got {dtype!r}.")
 
 
 # ------------------------------------------------------------------------------------------- reading headers

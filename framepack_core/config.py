@@ -8,6 +8,9 @@ from typing import Mapping, Sequence
 
 from .errors import ConfigError
 
+# Bounds that no real configuration comes near; a damaged config beyond them would allocate without end.
+MAX_SIZE = 65536
+MAX_LAYERS = 1024
 # The three clean-latent patchify kernels of the released checkpoints, by projection name.
 CLEAN_KERNELS = {"proj": (1, 2, 2), "proj_2x": (2, 4, 4), "proj_4x": (4, 8, 8)}
 
@@ -37,7 +40,9 @@ class FramePackConfig:
     has_clean_x_embedder: bool = True
 
     def __post_init__(self):
-        object.__setattr__(self, "rope_axes_dim", tuple(int(d) for d in self.rope_axes_dim))
+        axes = self.rope_axes_dim
+        if isinstance(axes, (list, tuple)) and all(is_int(d) for d in axes):
+            object.__setattr__(self, "rope_axes_dim", tuple(axes))
         self.validate()
 
     @property
@@ -49,20 +54,25 @@ class FramePackConfig:
         return int(self.inner_dim * self.mlp_ratio)
 
     def validate(self) -> None:
-        for name in ("in_channels", "out_channels", "num_attention_heads", "attention_head_dim",
-                     "patch_size", "patch_size_t", "text_embed_dim", "pooled_projection_dim", "image_proj_dim"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"config field {name!r} must be a positive integer, got {value!r}.")
+        sizes = ("in_channels", "out_channels", "num_attention_heads", "attention_head_dim", "patch_size",
+                 "patch_size_t", "text_embed_dim", "pooled_projection_dim", "image_proj_dim")
+        for name in sizes:
+            check_int(name, getattr(self, name), 1, MAX_SIZE)
         for name in ("num_layers", "num_single_layers", "num_refiner_layers"):
+            check_int(name, getattr(self, name), 0, MAX_LAYERS)
+        for name in ("guidance_embeds", "has_image_proj", "has_clean_x_embedder"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"config field {name!r} must be true or false, got {getattr(self, name)!r}.")
+        for name, high in (("mlp_ratio", 64), ("rope_theta", 1e9)):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise ConfigError(f"config field {name!r} must be a non-negative integer, got {value!r}.")
-        if len(self.rope_axes_dim) != 3 or any(d <= 0 or d % 2 for d in self.rope_axes_dim):
-            raise ConfigError(f"rope_axes_dim must be three positive even numbers (time, y, x), got {self.rope_axes_dim}.")
-        if sum(self.rope_axes_dim) != self.attention_head_dim:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= high:
+                raise ConfigError(f"config field {name!r} must be a number above 0 and at most {high:g}, got {value!r}.")
+        axes = self.rope_axes_dim
+        if not isinstance(axes, tuple) or len(axes) != 3 or not all(is_int(d) and d > 0 and d % 2 == 0 for d in axes):
+            raise ConfigError(f"rope_axes_dim must be three positive even numbers (time, y, x), got {axes!r}.")
+        if sum(axes) != self.attention_head_dim:
             raise ConfigError(
-                f"rope_axes_dim {self.rope_axes_dim} sums to {sum(self.rope_axes_dim)} but attention_head_dim is "
+                f"rope_axes_dim {axes} sums to {sum(axes)} but attention_head_dim is "
                 f"{self.attention_head_dim}; they must be equal because RoPE rotates every head channel.")
         if self.qk_norm != "rms_norm":
             raise ConfigError(f"qk_norm {self.qk_norm!r} is not supported; FramePack checkpoints use 'rms_norm'.")
@@ -70,6 +80,9 @@ class FramePackConfig:
             raise ConfigError(
                 f"in_channels is {self.in_channels}; FramePack's clean-latent embedders take HunyuanVideo's 16 latent "
                 "channels, so in_channels must be 16.")
+        if self.inner_dim > MAX_SIZE:
+            raise ConfigError(f"num_attention_heads x attention_head_dim = {self.inner_dim} is larger than any "
+                              f"FramePack model ({MAX_SIZE} at most); the config is damaged.")
 
     @classmethod
     def from_dict(cls, config: Mapping) -> "FramePackConfig":
@@ -83,8 +96,6 @@ class FramePackConfig:
             raise ConfigError(
                 f"config has fields this FramePack transformer does not know: {unknown}. "
                 f"Known fields: {sorted(known)}. Is this the config of a FramePack transformer?")
-        if "rope_axes_dim" in fields:
-            fields["rope_axes_dim"] = tuple(fields["rope_axes_dim"])
         try:
             return cls(**fields)
         except TypeError as err:
@@ -94,6 +105,15 @@ class FramePackConfig:
         out = dataclasses.asdict(self)
         out["rope_axes_dim"] = list(self.rope_axes_dim)
         return out
+
+
+def is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_int(name: str, value, low: int, high: int) -> None:
+    if not is_int(value) or not low <= value <= high:
+        raise ConfigError(f"config field {name!r} must be an integer from {low} to {high}, got {value!r}.")
 
 
 def default_rope_axes(head_dim: int) -> tuple[int, int, int]:
@@ -115,15 +135,21 @@ _BLOCK = re.compile(r"^(transformer_blocks|single_transformer_blocks|context_emb
 def infer_config(shapes: Mapping[str, Sequence[int]]) -> FramePackConfig:
     """Infer the hyper-parameters from parameter names and shapes (a state dict's or a file header's)."""
 
-    def shape(key: str) -> Sequence[int]:
+    def shape(key: str, rank: int = 2) -> Sequence[int]:
         if key not in shapes:
             raise ConfigError(f"cannot infer the config: tensor {key!r} is missing.")
+        if len(shapes[key]) != rank:
+            raise ConfigError(f"tensor {key!r} has shape {list(shapes[key])}, not the {rank}-D shape of a FramePack "
+                              "transformer's weight.")
         return shapes[key]
 
-    conv = shape("x_embedder.proj.weight")
+    conv = shape("x_embedder.proj.weight", rank=5)
     inner, in_channels, patch_t, patch, _ = conv
-    head_dim = shape("transformer_blocks.0.attn.norm_q.weight")[0] if "transformer_blocks.0.attn.norm_q.weight" in shapes \
-        else shape("single_transformer_blocks.0.attn.norm_q.weight")[0]
+    norm_q = "transformer_blocks.0.attn.norm_q.weight"
+    head_dim = shape(norm_q if norm_q in shapes else "single_transformer_blocks.0.attn.norm_q.weight", rank=1)[0]
+    if head_dim <= 0 or inner % head_dim:
+        raise ConfigError(f"the attention head size {head_dim} does not divide the model width {inner}; the tensor "
+                          "shapes are inconsistent.")
     counts = {"transformer_blocks": 0, "single_transformer_blocks": 0, "context_embedder.token_refiner.refiner_blocks": 0}
     for key in shapes:
         match = _BLOCK.match(key)
@@ -134,6 +160,8 @@ def infer_config(shapes: Mapping[str, Sequence[int]]) -> FramePackConfig:
     else:
         mlp_dim = shape("single_transformer_blocks.0.proj_mlp.weight")[0]
     has_image_proj = "image_projection.up.weight" in shapes
+    if patch <= 0 or patch_t <= 0:
+        raise ConfigError(f"x_embedder.proj.weight has shape {list(conv)}: its kernel must be positive.")
     return FramePackConfig(
         in_channels=in_channels,
         out_channels=shape("proj_out.weight")[0] // (patch * patch * patch_t),
