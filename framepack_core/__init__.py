@@ -6,13 +6,14 @@ This package never imports ComfyUI; the node pack in ``nodes/`` adapts it.
 from .checkpoint import load_transformer
 from .conditioning import TextConditioning, parse_timestamped_prompts
 from .config import FramePackConfig, infer_config
-from .errors import CheckpointError, CheckpointNotFoundError, ConfigError, FramePackError, InputError
+from .errors import CheckpointError, CheckpointNotFoundError, ConfigError, FramePackError, InputError, ResumeError
 from .generate import (GenerationInputs, GenerationSettings, GenerationState, SectionJob, TransformerSectionSampler,
                        generate)
 from .layers import sdpa_attention
 from .model import FramePackTransformer
 from .packing import CleanGroup
 from .planning import PlanError, SectionPlan, plan_sections, section_count
+from .resume import ResumeWriter, fingerprint, load_resume, save_resume
 from .sampling import FlowDenoiser, apply_cfg, flow_sigmas, sample_euler, sample_unipc
 from .schedules import MODES, ScheduleError, get_schedule, parse_schedule
 from .stitch import soft_append
@@ -21,8 +22,8 @@ from .teacache import TeaCache
 __all__ = [
     "CheckpointError", "CheckpointNotFoundError", "CleanGroup", "ConfigError", "FlowDenoiser", "FramePackConfig",
     "FramePackError", "FramePackTransformer", "GenerationInputs", "GenerationSettings", "GenerationState", "InputError",
-    "MODES", "PlanError", "ScheduleError", "SectionJob", "SectionPlan", "TeaCache", "TextConditioning",
-    "TransformerSectionSampler", "apply_cfg", "flow_sigmas", "generate", "get_schedule", "infer_config",
-    "load_transformer", "parse_schedule", "parse_timestamped_prompts", "plan_sections", "sample_euler", "sample_unipc",
-    "sdpa_attention", "section_count", "soft_append",
+    "MODES", "PlanError", "ResumeError", "ResumeWriter", "ScheduleError", "SectionJob", "SectionPlan", "TeaCache", "TextConditioning",
+    "TransformerSectionSampler", "apply_cfg", "fingerprint", "flow_sigmas", "generate", "get_schedule", "infer_config",
+    "load_resume", "load_transformer", "parse_schedule", "parse_timestamped_prompts", "plan_sections", "sample_euler", "sample_unipc",
+    "save_resume", "sdpa_attention", "section_count", "soft_append",
 ]

@@ -83,6 +83,8 @@ def check_dtype(dtype) -> None:
 
 def open_checkpoint(path) -> CheckpointSource:
     """Read the tensor directory of a single file or a diffusers folder, without reading tensor data."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise CheckpointError(f"the checkpoint path must be a file or folder name, got {path!r}.")
     path = Path(os.fspath(path)).expanduser()
     if not path.exists():
         raise CheckpointNotFoundError(

@@ -15,6 +15,8 @@ import torch
 from .errors import InputError
 
 FPS = 30.0
+# Longer text is refused: the entry regex backtracks quadratically on unclosed '[' runs (20k chars: ~4 s).
+MAX_PROMPT_CHARS = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +82,9 @@ def parse_timestamped_prompts(text: str) -> list[TimedPrompt]:
     """
     if not isinstance(text, str):
         raise InputError(f"timestamped prompts must be text, got {type(text).__name__}.")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InputError(f"the prompt text is {len(text)} characters long, more than the {MAX_PROMPT_CHARS} "
+                         "this parser accepts; shorten it.")
     if "[" not in text:
         if not text.strip():
             raise InputError("the prompt is empty; write a prompt or '[0s: ...] [2s: ...]' entries.")

@@ -23,3 +23,7 @@ class ConfigError(FramePackError):
 
 class InputError(FramePackError):
     """A tensor passed to the model or the engine has the wrong shape, dtype or values."""
+
+
+class ResumeError(FramePackError):
+    """A resume file is missing, damaged, or was written for other settings, another model or other inputs."""

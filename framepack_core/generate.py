@@ -15,10 +15,11 @@ from typing import Callable
 
 import torch
 
-from .conditioning import TextConditioning, blend, check_finite, frame_time, interpolation_weight, prompt_for_time
+from .conditioning import (TextConditioning, blend, check_finite, frame_time, interpolation_weight, is_number,
+                           prompt_for_time)
 from .errors import InputError
 from .packing import CleanGroup
-from .planning import SectionPlan, plan_sections
+from .planning import MAX_SECONDS, SectionPlan, plan_sections, section_count
 from .sampling import FlowDenoiser, flow_sigmas, sample_euler, sample_unipc
 from .teacache import TeaCache
 
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 SAMPLERS = ("unipc_bh1", "unipc_bh2", "euler")
 PROJ_NAMES = {"1x": "proj", "2x": "proj_2x", "4x": "proj_4x"}
+# The most sections any duration the nodes accept can need (an hour at the smallest window); more is a typo
+# that would otherwise spend minutes planning and allocate the video buffer before failing.
+MAX_SECTIONS = section_count(MAX_SECONDS, latent_window_size=1)
 NAMED_SLOTS = (("4x", "clean_latents_4x", "clean_latent_4x_indices"),
                ("2x", "clean_latents_2x", "clean_latent_2x_indices"),
                ("1x", "clean_latents", "clean_latent_indices"))
@@ -145,6 +149,8 @@ def generate(sample_section: SectionSampler, inputs: GenerationInputs, settings:
     history_frames = 1 if inputs.history is None else inputs.history.shape[2]
     plans = settings.plans(history_frames)
     check_inputs(inputs, plans)
+    if resume is not None:
+        check_resume(resume, plans, inputs)
     total_steps = len(plans) * settings.steps
     state = resume or initial_state(inputs, plans, settings)
     generator = torch.Generator("cpu")
@@ -263,6 +269,9 @@ def check_settings(settings: GenerationSettings) -> None:
         raise InputError(f"steps must be an integer from 1 to 1000, got {settings.steps!r}; FramePack uses 25.")
     if not settings.teacache_threshold >= 0:
         raise InputError(f"teacache_threshold must be >= 0 (0 = off), got {settings.teacache_threshold!r}.")
+    if isinstance(settings.num_sections, int) and settings.num_sections > MAX_SECTIONS:
+        raise InputError(f"num_sections is {settings.num_sections}, more than the {MAX_SECTIONS} of an hour-long "
+                         "video; compute it from the duration with section_count(seconds, latent_window_size).")
 
 
 def check_inputs(inputs: GenerationInputs, plans: list) -> None:
@@ -291,9 +300,48 @@ def check_inputs(inputs: GenerationInputs, plans: list) -> None:
     if inputs.end_latent is not None and target_slot(plans[0]) is None:
         raise InputError(f"an end frame needs a context slot after the window, which the {plans[0].mode} layout "
                          "lacks; use inverted_anti_drifting or anti_drifting.")
+    end_embeddings = inputs.end_image_embeddings
+    if end_embeddings is not None and (inputs.image_embeddings is None
+                                       or end_embeddings.shape != inputs.image_embeddings.shape):
+        shape = None if inputs.image_embeddings is None else tuple(inputs.image_embeddings.shape)
+        raise InputError(f"end_image_embeddings has shape {tuple(end_embeddings.shape)} but image_embeddings is "
+                         f"{shape}: encode the start and end images with the same CLIP vision model.")
     for name, tensor in (("start_latent", start), ("image_embeddings", inputs.image_embeddings),
-                         *named.items()):
+                         ("end_image_embeddings", end_embeddings), *named.items()):
         check_finite(name, tensor)
+    check_prompts(inputs, frame_time(total))
+
+
+def check_prompts(inputs: GenerationInputs, video_end: float) -> None:
+    """Prompts are one TextConditioning or (start_s, end_s or None, TextConditioning) entries within the video."""
+    entries = [(0.0, None, inputs.prompts)] if isinstance(inputs.prompts, TextConditioning) else inputs.prompts
+    well_formed = isinstance(entries, (list, tuple)) and all(
+        isinstance(e, (list, tuple)) and len(e) == 3 and is_number(e[0]) and (e[1] is None or is_number(e[1]))
+        and isinstance(e[2], TextConditioning) for e in entries)
+    if not well_formed:
+        raise InputError(f"prompts must be one TextConditioning or a list of (start_s, end_s or None, "
+                         f"TextConditioning) entries, got {type(inputs.prompts).__name__}: {str(inputs.prompts)[:80]}.")
     prompts = inputs.timed_prompts()
     if not prompts or prompts[0][0] != 0:
         raise InputError("the prompts must start at 0 s so that every section has one.")
+    for start, _, cond in prompts:
+        if start >= video_end:
+            raise InputError(f"a prompt starts at {start:g} s but the video ends at {video_end:.2f} s: move it "
+                             "earlier, or make the video longer (more sections).")
+        for name, tensor in (("text", cond.text), ("pooled", cond.pooled)):
+            check_finite(f"the {name} of the prompt at {start:g} s", tensor)
+    if inputs.negative is not None:
+        check_finite("the negative prompt", inputs.negative.text)
+        check_finite("the negative prompt's pooled vector", inputs.negative.pooled)
+
+
+def check_resume(state: GenerationState, plans: list, inputs: GenerationInputs) -> None:
+    """A resume state must be one of this run: same video buffer shape and a section of its plan."""
+    expected = (1, 16, plans[0].total_latent_frames) + tuple(inputs.start_latent.shape[-2:])
+    shape = tuple(state.video.shape) if torch.is_tensor(state.video) else type(state.video).__name__
+    if shape != expected:
+        raise InputError(f"the resume state's video has shape {shape} but these inputs and settings make "
+                         f"{expected}: resume with the inputs and settings of the interrupted run.")
+    if not isinstance(state.next_section, int) or not 0 <= state.next_section <= len(plans):
+        raise InputError(f"the resume state's next_section is {state.next_section!r}, outside 0..{len(plans)}: "
+                         "resume with the settings of the interrupted run.")

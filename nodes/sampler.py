@@ -9,8 +9,10 @@ from comfy_api.latest import io
 
 from ..framepack_core import (MODES, GenerationInputs, GenerationSettings, InputError, generate, get_schedule,
                               section_count)
+from ..framepack_core.resume import ResumeWriter, load_resume
 from .comfy_sampling import SAMPLER_NAMES, ComfySectionSampler, framepack_sampler
 from .convert import image_embeddings, latent_frames, text_conditioning, to_comfy_latent
+from .resume import AUTO, chosen_path, resume_choices, run_fingerprint
 from .types import KeyframesSocket, PromptsSocket, ScheduleSocket
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,10 @@ class FramePackSampler(io.ComfyNode):
                 io.Latent.Input("initial_latents", optional=True,
                                 tooltip="An existing video's latents to extend (vanilla / anti_drifting): the new "
                                         "sections continue after its last frame."),
+                io.Combo.Input("resume_file", options=resume_choices(), default=AUTO, optional=True,
+                               tooltip="After every section the run's state is saved to output/framepack_resume. "
+                                       "'auto' continues a cancelled or crashed run of the same graph from its last "
+                                       "finished section; 'off' neither saves nor resumes; or pick a file."),
                 io.Int.Input("width", default=640, min=16, max=4096, step=16, optional=True,
                              tooltip="Text-to-video width in pixels (used only without start_latent)."),
                 io.Int.Input("height", default=608, min=16, max=4096, step=16, optional=True,
@@ -126,7 +132,7 @@ class FramePackSampler(io.ComfyNode):
                 shift, seed, sampler_name, teacache_threshold, start_latent=None, clip_vision_output=None,
                 negative=None, schedule=None, sampler=None, end_latent=None, end_clip_vision_output=None,
                 interpolate_image_embeddings=False, keyframes=None, prompts=None, prompt_blend_seconds=0.0,
-                initial_latents=None, width=640, height=608) -> io.NodeOutput:
+                initial_latents=None, resume_file=AUTO, width=640, height=608) -> io.NodeOutput:
         config = model.model.diffusion_model.config
         schedule = schedule or {"schedule": None, "latent_window_size": 9}
         window = get_schedule(schedule["schedule"], sampling_mode, schedule["latent_window_size"]).latent_window_size
@@ -143,7 +149,16 @@ class FramePackSampler(io.ComfyNode):
                               end_clip_vision_output, keyframes, prompts, initial_latents, width, height, real_cfg)
         total_steps = settings.num_sections * settings.steps
         section_sampler = ComfySectionSampler(model, sampler or framepack_sampler(sampler_name), total_steps)
-        video = generate(section_sampler, inputs, settings)
+        run_fp = run_fingerprint(model, inputs)
+        source, target = chosen_path(resume_file, run_fp, settings)
+        resume = None if source is None else load_resume(source, settings, run_fp)
+        if resume is not None:
+            log.info("FramePack: resuming %s at section %d of %d", source, resume.next_section + 1,
+                     settings.num_sections)
+        writer = None if target is None else ResumeWriter(target, settings, run_fp)
+        video = generate(section_sampler, inputs, settings, on_section=writer, resume=resume)
+        if target is not None:
+            target.unlink(missing_ok=True)  # finished: the output holds the whole video now
         return io.NodeOutput(to_comfy_latent(video))
 
 

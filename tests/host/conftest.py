@@ -60,7 +60,8 @@ class Server:
                                          headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                return json.loads(response.read())
+                body = response.read()
+                return json.loads(body) if body else {}
         except urllib.error.HTTPError as err:
             return {"http_error": err.code, **json.loads(err.read() or b"{}")}
 

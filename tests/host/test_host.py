@@ -3,6 +3,7 @@
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,31 @@ def test_torch_compile_model_wraps_the_transformer(server):
     assert_success(history)
     plain = saved_latent(server, server.run(video_graph("vanilla")))
     assert (saved_latent(server, history) - plain).abs().max() < 1e-3
+
+
+def test_cancel_keeps_finished_sections_and_resume_is_bit_identical(server):
+    def graph(resume_file):
+        g = video_graph("inverted_anti_drifting", seconds=4.0, steps=8, resume_file=resume_file)
+        g["schedule"] = {"class_type": "FramePackSchedule", "inputs": {
+            "schedule": "default", "latent_window_size": 2, "uniform_kernel": "k2", "uniform_frames": 12, "custom": ""}}
+        g["sampler"]["inputs"]["schedule"] = ["schedule", 0]
+        return g
+
+    folder = server.output_dir / "framepack_resume"
+    answer = server.post("/prompt", {"prompt": graph("auto")})
+    deadline = time.time() + 120
+    while not (folder.is_dir() and any(folder.glob("framepack_*.safetensors"))):
+        assert time.time() < deadline, "no resume file was written"
+        time.sleep(0.02)
+    server.post("/interrupt", {})
+    while answer["prompt_id"] not in server.get(f"/history/{answer['prompt_id']}"):
+        time.sleep(0.2)
+    history = server.get(f"/history/{answer['prompt_id']}")[answer["prompt_id"]]
+    assert history["status"]["status_str"] == "error"  # interrupted
+    assert any(m[0] == "execution_interrupted" for m in history["status"]["messages"])
+    [saved] = folder.glob("framepack_*.safetensors")
+    resumed_history = server.run(graph("auto"))
+    assert_success(resumed_history)
+    assert not saved.exists(), "a finished run removes its resume file"
+    uninterrupted = saved_latent(server, server.run(graph("off")))
+    assert (saved_latent(server, resumed_history) - uninterrupted).abs().max() == 0
