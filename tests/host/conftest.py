@@ -22,6 +22,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 STUBS = Path(__file__).resolve().parent / "stub_nodes"
 TINY_NAME = "framepack_tiny.safetensors"
+TINY_F1_NAME = "framepack_F1_tiny.safetensors"  # the same weights under an F1 checkpoint's usual name
 START_TIMEOUT = 240
 
 SKIP_REASON = "host tests need a ComfyUI: set COMFYUI_PATH (see README, 'Tests'); skipping them"
@@ -105,6 +106,7 @@ def server(tmp_path_factory, reference_dir):
     for folder in (models / "diffusion_models", models / "diffusers", models / "loras", output, nodes, root / "user"):
         folder.mkdir(parents=True)
     shutil.copy(reference_dir / "tiny_framepack.safetensors", models / "diffusion_models" / TINY_NAME)
+    shutil.copy(reference_dir / "tiny_framepack.safetensors", models / "diffusion_models" / TINY_F1_NAME)
     (nodes / "ComfyUI-FramePack").symlink_to(REPO)
     (nodes / "framepack_test_nodes").symlink_to(STUBS)
     config = root / "extra_model_paths.yaml"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from conftest import TINY_NAME, comfy_python, require_host
+from conftest import TINY_F1_NAME, TINY_NAME, comfy_python, require_host
 from workflows import EXAMPLES, check_workflow
 
 require_host()
@@ -245,3 +245,10 @@ def test_cancel_keeps_finished_sections_and_resume_is_bit_identical(server):
     assert not saved.exists(), "a finished run removes its resume file"
     uninterrupted = saved_latent(server, server.run(graph("off")))
     assert (saved_latent(server, resumed_history) - uninterrupted).abs().max() == 0
+
+
+def test_mode_that_does_not_match_the_checkpoint_is_warned_about(server):
+    graph = video_graph("inverted_anti_drifting")
+    graph["loader"]["inputs"]["model_name"] = TINY_F1_NAME
+    assert_success(server.run(graph))
+    assert "trained for vanilla sampling but inverted_anti_drifting was chosen" in server.log_path.read_text()
