@@ -1,0 +1,111 @@
+"""Drift of the shipped shapes model in the three sampling modes (an experiment, not a test).
+
+    python3 -m bench.drift [--clips 16] [--sections 30] [--steps 10] [--out bench/results]
+
+Generates ``--sections`` sections (3 latent frames each, so 3 n + 1 frames; 30 sections = 12 s at the
+project's 30 fps section math) from the first frame and caption of ``--clips`` held-out clips in vanilla,
+anti_drifting and inverted_anti_drifting mode, and scores every video with ``framepack_core.drift``:
+Delta-drift of sharpness and colour statistics (first vs last 15 % of frames) and the RMSE against the
+clip's true continuation. The ground truth's own scores are the reference row (moving objects change the
+statistics a little even without drift).
+
+Writes ``drift.json``, ``drift.md`` (the table), ``drift.png`` (per-frame sharpness and error, averaged over
+clips) and ``drift_sheet.png`` (the first clip: rows truth, vanilla, anti_drifting, inverted) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from framepack_core import data, load_transformer
+from framepack_core.demo import DEFAULT_MODEL, contact_sheet, to_images, write_png
+from framepack_core.drift import (frame_rmse, markdown_table, run_clip, score_video, sharpness, summarise)
+from framepack_core.planning import MODES
+
+ROWS = ("ground_truth",) + MODES
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python3 -m bench.drift", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=str(DEFAULT_MODEL))
+    parser.add_argument("--clips", type=int, default=16, help="held-out clips (test split numbers 0 .. clips-1)")
+    parser.add_argument("--sections", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default="bench/results")
+    return parser.parse_args(argv)
+
+
+def plot(curves: dict, path: Path, frames: int) -> None:
+    """Per-frame sharpness and truth error averaged over clips, one line per mode."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    t = torch.arange(frames) / data.FPS
+    for row in ROWS:
+        style = dict(color="black", linestyle="--") if row == "ground_truth" else {}
+        left.plot(t, curves[row]["sharpness"], label=row, **style)
+        if row != "ground_truth":
+            right.plot(t, curves[row]["rmse"], label=row)
+    edge = round(0.15 * frames) / data.FPS
+    for axis, title in ((left, "sharpness (mean |Laplacian| of luminance)"), (right, "RMSE against the true clip")):
+        axis.axvspan(0, edge, color="grey", alpha=0.15)
+        axis.axvspan(t[-1] - edge, t[-1], color="grey", alpha=0.15)
+        axis.set_xlabel(f"seconds ({data.FPS:g} frames/s; shaded: first and last 15 %)")
+        axis.set_title(title)
+        axis.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_transformer(args.model)
+    scores = {row: [] for row in ROWS}
+    sums = {row: {"sharpness": 0.0, "rmse": 0.0} for row in ROWS}
+    began = time.perf_counter()
+    for clip in range(args.clips):
+        spec = data.sample_clip(clip, split="test")
+        videos = run_clip(model, spec, MODES, args.sections, steps=args.steps, seed=args.seed)
+        truth = videos["ground_truth"]
+        for row in ROWS:
+            scores[row].append(score_video(videos[row], truth))
+            sums[row]["sharpness"] += sharpness(videos[row]) / args.clips
+            sums[row]["rmse"] += frame_rmse(videos[row], truth) / args.clips
+        if clip == 0:
+            write_png(out / "drift_sheet.png", contact_sheet([to_images(videos[r]) for r in ROWS], columns=16))
+    frames = 3 * args.sections + 1
+    summary = summarise(scores)
+    table = markdown_table(summary)
+    seconds = time.perf_counter() - began
+    header = (f"Drift of `{Path(args.model).name}`: {args.clips} held-out clips, {args.sections} sections "
+              f"({frames} frames), {args.steps} UniPC steps per section, seed {args.seed}; mean ± standard error "
+              f"over clips; RMSE in [0, 1] intensity units. {seconds:.0f} s on {platform.processor() or 'CPU'}, "
+              f"{args.threads} thread(s).")
+    (out / "drift.md").write_text(header + "\n\n" + table + "\n", encoding="utf-8")
+    (out / "drift.json").write_text(json.dumps({
+        "args": vars(args), "seconds": seconds, "summary": summary,
+        "per_clip": {row: [dataclasses.asdict(s) for s in items] for row, items in scores.items()},
+    }, indent=1), encoding="utf-8")
+    plot({row: {k: v.tolist() for k, v in sums[row].items()} for row in ROWS}, out / "drift.png", frames)
+    logging.info("\n%s\n%s", header, table)
+
+
+if __name__ == "__main__":
+    main()

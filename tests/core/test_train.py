@@ -1,0 +1,104 @@
+"""Training on the shapes world: the objective learns, runs resume exactly, and the shipped model generates."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from framepack_core import FramePackConfig, InputError, data, load_transformer, plan_sections
+from framepack_core.demo import DEFAULT_MODEL, generate_clip
+from framepack_core.planning import MODES
+from framepack_core.train import (LOSS_LOG, TrainSettings, export_model, flow_matching_loss, make_batch, new_model,
+                                  sample_batch, train, train_step)
+
+TINY = FramePackConfig(num_attention_heads=2, attention_head_dim=16, rope_axes_dim=(4, 6, 6), num_layers=1,
+                       num_single_layers=1, num_refiner_layers=1, text_embed_dim=data.TEXT_DIM,
+                       pooled_projection_dim=data.TEXT_DIM, image_proj_dim=data.IMAGE_TOKEN_DIM, guidance_embeds=False)
+SETTINGS = TrainSettings(steps=4, batch_size=2, max_sections=4, warmup_steps=2, log_every=2, save_every=100)
+
+
+def fixed_loss(model, batch, seed=0):
+    with torch.no_grad():
+        return float(flow_matching_loss(model, batch, torch.Generator().manual_seed(seed)))
+
+
+def test_batches_use_the_inference_packing():
+    batch = sample_batch(torch.Generator().manual_seed(1), SETTINGS)
+    plan = batch.plan
+    assert batch.target.shape == (2, 16, 3, data.LATENT_SIZE, data.LATENT_SIZE)
+    assert batch.model_inputs["latent_indices"].tolist() == [plan.latent_indices]
+    assert batch.model_inputs["image_embeddings"].shape == (2, 16, data.IMAGE_TOKEN_DIM)
+
+
+def test_inverted_batch_context_is_the_future_of_the_window():
+    """An inverted section's 'post' clean latent is the true frame right after its window."""
+    plan = plan_sections("inverted_anti_drifting", 3, 3)[1]
+    specs = [data.sample_clip(0), data.sample_clip(1)]
+    batch = make_batch(plan, specs)
+    video = data.encode_frames(torch.stack([data.render_clip(s, plan.total_latent_frames) for s in specs]))
+    post = plan.position + 3
+    assert torch.equal(batch.model_inputs["clean_latents"][:, :, 1], video[:, :, post])
+    assert torch.equal(batch.target, video[:, :, plan.position:post])
+
+
+def test_a_few_steps_reduce_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    batch = sample_batch(torch.Generator().manual_seed(2), dataclasses.replace(SETTINGS, batch_size=4))
+    model = new_model(TINY, seed=0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    before = fixed_loss(model, batch)
+    for step in range(25):
+        train_step(model, optimizer, batch, torch.Generator().manual_seed(step % 3), 3e-3)
+    assert fixed_loss(model, batch) < 0.7 * before
+
+
+def test_an_interrupted_run_resumes_to_the_same_parameters(tmp_path):
+    straight = train(tmp_path / "straight", TINY, SETTINGS)
+    interrupted = train(tmp_path / "resumed", TINY, SETTINGS, max_seconds=0)  # stops (and saves) after one step
+    assert interrupted.step == 1
+    resumed = train(tmp_path / "resumed", TINY, SETTINGS)
+    assert resumed.step == straight.step == SETTINGS.steps
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert all(torch.equal(straight.ema[k], resumed.ema[k]) for k in straight.ema)
+    log_lines = (tmp_path / "resumed" / LOSS_LOG).read_text().splitlines()
+    assert log_lines[0].split("\t") == ["step", "loss", "lr", "elapsed_s"] and len(log_lines) == 3
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    train(tmp_path, TINY, SETTINGS)
+    with pytest.raises(InputError, match="same settings"):
+        train(tmp_path, TINY, dataclasses.replace(SETTINGS, batch_size=3))
+
+
+def test_exported_weights_load_with_load_transformer(tmp_path):
+    run = train(tmp_path / "run", TINY, dataclasses.replace(SETTINGS, steps=1))
+    model = load_transformer(export_model(run, TINY, tmp_path / "tiny.safetensors"))
+    assert model.config == TINY
+    assert all(torch.equal(p, run.ema[name]) for name, p in model.state_dict().items())
+
+
+def test_settings_are_checked():
+    with pytest.raises(InputError, match="batch_size"):
+        TrainSettings(batch_size=0)
+    with pytest.raises(InputError, match="modes"):
+        TrainSettings(modes=("forward",))
+
+
+@pytest.fixture(scope="module")
+def shipped_model():
+    if not DEFAULT_MODEL.is_file():
+        pytest.fail(f"the shipped model {DEFAULT_MODEL} is missing; train it with python -m framepack_core.train")
+    return load_transformer(DEFAULT_MODEL)
+
+
+def test_shipped_model_is_small_and_self_describing(shipped_model):
+    assert DEFAULT_MODEL.stat().st_size <= 20 * 2 ** 20
+    assert shipped_model.config.text_embed_dim == data.TEXT_DIM
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_shipped_model_generates_one_section_in_every_mode(shipped_model, mode):
+    latents = generate_clip(shipped_model, data.sample_clip(0, "test"), mode, 1, steps=2)
+    assert latents.shape == (1, 16, 4, data.LATENT_SIZE, data.LATENT_SIZE)
+    assert torch.isfinite(latents).all()
