@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import AdaModulation, FeedForward, TimeTextEmbedding, modulate, plain_layer_norm
+from .layers import AdaModulation, FeedForward, TimeTextEmbedding, gated, modulate, plain_layer_norm
 from .rope import apply_rope
 
 
@@ -43,8 +43,8 @@ class RefinerBlock(nn.Module):
 
     def forward(self, x, temb, mask, attention):
         gate_msa, gate_mlp = self.norm_out(temb)
-        x = x + self.attn(self.norm1(x), mask, attention) * gate_msa
-        return x + self.ff(self.norm2(x)) * gate_mlp
+        x = gated(x, self.attn(self.norm1(x), mask, attention), gate_msa)
+        return gated(x, self.ff(self.norm2(x)), gate_mlp)
 
 
 class TokenRefinerStack(nn.Module):
@@ -98,6 +98,29 @@ class QKNormAttention(nn.Module):
         k = k_norm(split_heads(k_proj(x), self.heads))
         return q, k, split_heads(v_proj(x), self.heads)
 
+    # q, k and v live only inside these two methods, so they are freed before the MLP allocates its much
+    # larger intermediates (the blocks' peak memory).
+
+    def attend_joint(self, x, ctx, rope, mask, attention):
+        """Joint attention of the image stream ``x`` and the context stream ``ctx`` (image tokens first).
+
+        ``rope``: rotations of the joint sequence, identity on the context (see ``rotation_table``): the joint
+        q and k are built anyway, and rotating them whole saves a separate pass over the image part.
+        """
+        q, k, v = self.joint_qkv(x, ctx)
+        return joint_attention(attention, apply_rope(q, rope), apply_rope(k, rope), v, mask)
+
+    def joint_qkv(self, x, ctx):
+        """q, k, v of both streams, each joined into [image; context] (the per-stream parts freed on return)."""
+        image = self.qkv(x, self.to_q, self.to_k, self.to_v, self.norm_q, self.norm_k)
+        context = self.qkv(ctx, self.add_q_proj, self.add_k_proj, self.add_v_proj, self.norm_added_q, self.norm_added_k)
+        return tuple(torch.cat(pair, 1) for pair in zip(image, context))
+
+    def attend_single(self, x, rope, mask, attention):
+        """Self-attention of the joint sequence ``x``; ``rope`` is identity on its context part."""
+        q, k, v = self.qkv(x, self.to_q, self.to_k, self.to_v, self.norm_q, self.norm_k)
+        return joint_attention(attention, apply_rope(q, rope), apply_rope(k, rope), v, mask)
+
 
 def joint_attention(attention, q, k, v, mask):
     """Attention over (B, S, heads, D) inputs; returns (B, S, heads*D)."""
@@ -122,21 +145,24 @@ class DualStreamBlock(nn.Module):
         shift, scale = self.norm1(temb)[:2]
         return modulate(self.layer_norm(x), shift, scale)
 
-    def forward(self, x, ctx, temb, cos, sin, mask, attention):
+    def forward(self, x, ctx, temb, rope, mask, attention):
+        """``rope``: rotations of the joint [image; context] sequence (see ``QKNormAttention.attend_joint``)."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self.norm1(temb)
         cshift1, cscale1, cgate1, cshift2, cscale2, cgate2 = self.norm1_context(temb)
-        a = self.attn
-        q, k, v = a.qkv(modulate(self.layer_norm(x), shift1, scale1), a.to_q, a.to_k, a.to_v, a.norm_q, a.norm_k)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        cq, ck, cv = a.qkv(modulate(self.layer_norm(ctx), cshift1, cscale1),
-                           a.add_q_proj, a.add_k_proj, a.add_v_proj, a.norm_added_q, a.norm_added_k)
-        out = joint_attention(attention, torch.cat([q, cq], 1), torch.cat([k, ck], 1), torch.cat([v, cv], 1), mask)
-        n_img = x.shape[1]
-        x = x + a.to_out[0](out[:, :n_img]) * gate1
-        ctx = ctx + a.to_add_out(out[:, n_img:]) * cgate1
-        x = x + self.ff(modulate(self.layer_norm(x), shift2, scale2)) * gate2
-        ctx = ctx + self.ff_context(modulate(self.layer_norm(ctx), cshift2, cscale2)) * cgate2
+        x, ctx = self.attention_residual(x, ctx, (shift1, scale1, gate1), (cshift1, cscale1, cgate1), rope, mask,
+                                         attention)
+        x = gated(x, self.ff(modulate(self.layer_norm(x), shift2, scale2)), gate2)
+        ctx = gated(ctx, self.ff_context(modulate(self.layer_norm(ctx), cshift2, cscale2)), cgate2)
         return x, ctx
+
+    def attention_residual(self, x, ctx, modulation, context_modulation, rope, mask, attention):
+        """Both streams plus their gated joint-attention outputs (the attention output is freed on return)."""
+        (shift, scale, gate), (cshift, cscale, cgate) = modulation, context_modulation
+        a = self.attn
+        out = a.attend_joint(modulate(self.layer_norm(x), shift, scale), modulate(self.layer_norm(ctx), cshift, cscale),
+                             rope, mask, attention)
+        n_img = x.shape[1]
+        return gated(x, a.to_out[0](out[:, :n_img]), gate), gated(ctx, a.to_add_out(out[:, n_img:]), cgate)
 
 
 class SingleStreamBlock(nn.Module):
@@ -152,16 +178,16 @@ class SingleStreamBlock(nn.Module):
         self.proj_mlp = operations.Linear(dim, mlp_dim, dtype=dtype, device=device)
         self.proj_out = operations.Linear(dim + mlp_dim, dim, dtype=dtype, device=device)
 
-    def forward(self, x, ctx, temb, cos, sin, mask, attention):
+    def forward(self, x, ctx, temb, rope, mask, attention):
+        """``rope``: rotations of [image; context], identity on the context, so q and k rotate whole."""
         n_img = x.shape[1]
         s = torch.cat([x, ctx], dim=1)
         shift, scale, gate = self.norm(temb)
-        sn = modulate(self.layer_norm(s), shift, scale)
-        a = self.attn
-        q, k, v = a.qkv(sn, a.to_q, a.to_k, a.to_v, a.norm_q, a.norm_k)
-        q = torch.cat([apply_rope(q[:, :n_img], cos, sin), q[:, n_img:]], dim=1)
-        k = torch.cat([apply_rope(k[:, :n_img], cos, sin), k[:, n_img:]], dim=1)
-        out = joint_attention(attention, q, k, v, mask)
-        mlp = F.gelu(self.proj_mlp(sn), approximate="tanh")
-        s = s + self.proj_out(torch.cat([out, mlp], dim=-1)) * gate
+        mixed = self.attention_and_mlp(modulate(self.layer_norm(s), shift, scale), rope, mask, attention)
+        s = gated(s, self.proj_out(mixed), gate)
         return s[:, :n_img], s[:, n_img:]
+
+    def attention_and_mlp(self, sn, rope, mask, attention):
+        """[attention | GELU MLP] of the modulated sequence, proj_out's input (their intermediates freed on return)."""
+        out = self.attn.attend_single(sn, rope, mask, attention)
+        return torch.cat([out, F.gelu(self.proj_mlp(sn), approximate="tanh")], dim=-1)

@@ -107,7 +107,13 @@ class AdaModulation(nn.Module):
 
 
 def modulate(x, shift, scale):
-    return x * (1 + scale) + shift
+    """``x * (1 + scale) + shift`` as one fused multiply-add pass over x (no full-size temporary)."""
+    return torch.addcmul(shift, x, 1 + scale)
+
+
+def gated(x, update, gate):
+    """The gated residual ``x + update * gate`` in one pass."""
+    return torch.addcmul(x, update, gate)
 
 
 def plain_layer_norm(dim, dtype=None, device=None, operations=None):

@@ -14,6 +14,7 @@ from .config import CLEAN_KERNELS, FramePackConfig
 from .errors import InputError
 from .layers import TimeTextEmbedding, modulate, plain_layer_norm, sdpa_attention
 from .packing import CleanGroup, TokenGroup, pack_group
+from .rope import rotation_table
 
 # Clean groups in sequence order (most compressed first), with the forward arguments that feed them.
 CLEAN_GROUPS = (
@@ -179,7 +180,9 @@ class FramePackTransformer(nn.Module):
         temb = self.time_text_embed(timestep, pooled_projections.to(dtype), guidance)
         ctx, ctx_mask = self.encode_context(encoder_hidden_states, encoder_attention_mask, timestep, image_embeddings)
 
-        x = self.run_blocks(packed.tokens, ctx, temb, packed.cos, packed.sin, key_padding_mask(packed.tokens, ctx_mask), cache)
+        # Built once per forward for all blocks: RoPE rotations of [image; context] (identity on the context).
+        rope = rotation_table(packed.cos, packed.sin, extra_tokens=ctx.shape[1])
+        x = self.run_blocks(packed.tokens, ctx, temb, rope, key_padding_mask(packed.tokens, ctx_mask), cache)
 
         n_noisy = grid[0] * grid[1] * grid[2]
         x = self.norm_out(x[:, -n_noisy:], temb)
@@ -188,16 +191,16 @@ class FramePackTransformer(nn.Module):
         return einops.rearrange(out, "b (t h w) (c pt ph pw) -> b c (t pt) (h ph) (w pw)",
                                 t=grid[0], h=grid[1], w=grid[2], pt=pt, ph=ph, pw=pw)
 
-    def run_blocks(self, x, ctx, temb, cos, sin, mask, cache=None):
+    def run_blocks(self, x, ctx, temb, rope, mask, cache=None):
         """All dual- then single-stream blocks; a step cache may replace them by its stored residual."""
         if cache is not None and self.transformer_blocks:
             if not cache.should_compute(self.transformer_blocks[0].modulated_input(x, temb)):
                 return cache.reuse(x)
         x_in = x
         for block in self.transformer_blocks:
-            x, ctx = block(x, ctx, temb, cos, sin, mask, self.attention)
+            x, ctx = block(x, ctx, temb, rope, mask, self.attention)
         for block in self.single_transformer_blocks:
-            x, ctx = block(x, ctx, temb, cos, sin, mask, self.attention)
+            x, ctx = block(x, ctx, temb, rope, mask, self.attention)
         if cache is not None:
             cache.store(x - x_in)
         return x

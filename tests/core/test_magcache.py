@@ -1,0 +1,96 @@
+"""MagCache decisions (online magnitude ratios) and their effect on the transformer's output."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from framepack_core import load_transformer
+from framepack_core.teacache import MagCache
+
+
+@pytest.fixture(scope="module")
+def model(tiny_weights_path):
+    return load_transformer(tiny_weights_path)
+
+
+@pytest.fixture(scope="module")
+def args(reference_dir):
+    golden = load_file(reference_dir / "golden_forward.safetensors")
+    out = {k[3:]: v for k, v in golden.items() if k.startswith("f1/") and "/intermediate/" not in k}
+    out.pop("output"), out.pop("output_diffusers")
+    return out
+
+
+def run_steps(model, args, cache, steps):
+    outs = []
+    with torch.no_grad():
+        for i in range(steps):
+            timestep = torch.tensor([1000.0 * (1 - i / steps)])
+            outs.append(model(**{**args, "timestep": timestep}, cache=cache))
+    return outs
+
+
+def residual(magnitude):
+    """A one-token residual whose L2 norm is ``magnitude``."""
+    out = torch.zeros(1, 1, 4)
+    out[..., 0] = magnitude
+    return out
+
+
+def test_threshold_zero_computes_every_step_and_matches_uncached(model, args):
+    cache = MagCache(threshold=0.0, steps=6, retention=0.0)
+    cached = run_steps(model, args, cache, 6)
+    plain = run_steps(model, args, None, 6)
+    assert (cache.computed_steps, cache.skipped_steps) == (6, 0)
+    for a, b in zip(cached, plain):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_large_threshold_skips_at_most_max_skips_in_a_row_after_the_retention_steps(model, args):
+    cache = MagCache(threshold=1e9, steps=8, max_skips=2, retention=0.2)
+    cached = run_steps(model, args, cache, 8)
+    plain = run_steps(model, args, None, 8)
+    # ceil(0.2 * 8) = 2 retention steps (0, 1) measure the first ratio; then 2 skips, 1 compute, 2 skips, last step.
+    assert (cache.computed_steps, cache.skipped_steps) == (4, 4)
+    for step in (0, 1):
+        torch.testing.assert_close(cached[step], plain[step], atol=0, rtol=0)
+    assert (cached[2] - plain[2]).abs().max() > 1e-4  # a skipped step reuses the residual: an approximation
+
+
+def test_no_skips_allowed_computes_every_step(model, args):
+    cache = MagCache(threshold=1e9, steps=5, max_skips=0, retention=0.0)
+    run_steps(model, args, cache, 5)
+    assert (cache.computed_steps, cache.skipped_steps) == (5, 0)
+
+
+def test_error_accumulates_one_minus_the_product_of_ratios():
+    cache = MagCache(threshold=0.15, steps=10, max_skips=5, retention=0.0)
+    x = torch.zeros(1, 1, 4)
+    assert cache.should_compute(x)  # step 0: nothing stored yet
+    cache.store(residual(1.0))
+    assert cache.should_compute(x)  # step 1: one magnitude, no ratio yet
+    cache.store(residual(0.9))
+    assert cache.step_ratio() == pytest.approx(0.9)
+    assert not cache.should_compute(x)  # step 2: error |1 - 0.9| = 0.1 < 0.15
+    assert cache.should_compute(x)  # step 3: error 0.1 + |1 - 0.81| = 0.29 >= 0.15
+    cache.store(residual(0.9 ** 3))  # the ratio per step spans the skipped step
+    assert cache.step_ratio() == pytest.approx(0.9)
+    assert cache.error == 0 and cache.ratio_product == 1
+
+
+def test_reset_starts_a_new_section(model, args):
+    cache = MagCache(threshold=1e9, steps=5, max_skips=2, retention=0.0)
+    run_steps(model, args, cache, 5)
+    cache.reset(5)
+    assert cache.residual is None and cache.step == 0 and cache.magnitudes == []
+    run_steps(model, args, cache, 5)
+    assert cache.computed_steps == 2 * 3 and cache.skipped_steps == 2 * 2
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"threshold": -0.1}, "threshold"), ({"threshold": float("nan")}, "threshold"),
+    ({"max_skips": -1}, "max_skips"), ({"retention": 1.5}, "retention"), ({"steps": 0}, "steps"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MagCache(**kwargs)
