@@ -53,6 +53,7 @@ REFERENCE_DIR = Path(os.environ.get("FRAMEPACK_REFERENCE_DIR", REPO.parent / "sh
 TINY_CASE = "inverted"
 MATMUL_N = 2048
 MIN_SAMPLE_S = 0.5
+PROFILED_ROUNDS = 3
 
 # Our forward keywords -> diffusers' (index tensors there are 1-D and shared across the batch).
 REFERENCE_ARGUMENTS = {
@@ -242,25 +243,32 @@ def section_jobs(models: dict, inputs: dict, steps: int) -> dict:
     return {name: job(model) for name, model in models.items()}
 
 
-def time_shares(jobs: dict) -> dict:
-    """Per job, one profiled call split into Linear layers (GEMM + bias), attention and everything else.
+def time_shares(jobs: dict, rounds: int = PROFILED_ROUNDS) -> dict:
+    """Per job, profiled calls split into Linear layers (GEMM + bias), attention and every other op.
 
     Linear and attention are the same kernels in every implementation, so the reference's share outside
-    them bounds how far below the reference any exact implementation can get.
+    them bounds how far below the reference any exact implementation can get. Jobs alternate over
+    ``rounds`` rounds; each category's median is kept (single profiles vary by several percent).
     """
-    shares = {}
-    for name, job in jobs.items():
-        with torch.inference_mode(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            job()
-        events = prof.key_averages()
-        total = sum(e.self_cpu_time_total for e in events) / 1e6
-        linear = sum(e.cpu_time_total for e in events if e.key == "aten::linear") / 1e6
-        attention = sum(e.cpu_time_total for e in events if e.key == "aten::scaled_dot_product_attention") / 1e6
-        shares[name] = {"total_s": total, "linear_s": linear, "attention_s": attention,
-                        "other_s": total - linear - attention}
+    samples = {name: [] for name in jobs}
+    for _ in range(rounds):
+        for name, job in jobs.items():
+            samples[name].append(profiled_split(job))
+    shares = {name: {key: statistics.median(s[key] for s in runs) for key in runs[0]} for name, runs in samples.items()}
     ref = shares["reference"]
     shares["floor_ratio"] = (ref["linear_s"] + ref["attention_s"]) / ref["total_s"]
     return shares
+
+
+def profiled_split(job) -> dict:
+    """Op CPU seconds of one call of ``job``: total, in ``aten::linear``, in SDPA, and the rest."""
+    with torch.inference_mode(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        job()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) / 1e6
+    linear = sum(e.cpu_time_total for e in events if e.key == "aten::linear") / 1e6
+    attention = sum(e.cpu_time_total for e in events if e.key == "aten::scaled_dot_product_attention") / 1e6
+    return {"total_s": total, "linear_s": linear, "attention_s": attention, "other_s": total - linear - attention}
 
 
 # ------------------------------------------------------------------------------------------- memory
@@ -319,9 +327,9 @@ def markdown(r: dict) -> str:
         "# Our transformer vs diffusers' HunyuanVideoFramepackTransformer3DModel (CPU, float32)", "",
         f"Machine: {m['cpu']}, {m['usable_cores']} usable of {m['logical_cores']} cores; torch {v['torch']}, "
         f"diffusers {v['diffusers']} (loaded with `from_pretrained`, accelerate {v['accelerate']}); 1-minute load "
-        f"average {r['load_average'][0]:.2f} at the start, {r['load_average'][1]:.2f} at the end (other work shared "
-        "the host).",
-        f"Implementations: `ours` = the working tree's framepack_core" + (
+        f"average {r['load_average'][0]:.2f} at the start, {r['load_average'][1]:.2f} at the end (a load above "
+        "the benchmark's own thread count means other work shared the host).",
+        "Implementations: `ours` = the working tree's framepack_core" + (
             f"; `baseline` = framepack_core at git `{r['baseline']}`" if r["baseline"] else "") +
         "; `reference` = diffusers. Same weights file, inputs, dtype and thread count, in one process.", "",
     ]
@@ -346,7 +354,8 @@ def markdown(r: dict) -> str:
             lines.append(f"| {name} | {threads} | {impl} | {x['median_wall_s']:.4f} | {min(x['wall_s']):.4f} / "
                          f"{max(x['wall_s']):.4f} | {x['median_cpu_s']:.4f} | {x['wall_ratio']:.3f} | "
                          f"{x['cpu_ratio']:.3f} | {diff} | {util} |")
-    lines += ["", f"## Where the forward's time goes ({r['section_threads']} thread(s), one profiled forward each)", "",
+    lines += ["", f"## Where the forward's time goes ({r['section_threads']} thread(s), median of {PROFILED_ROUNDS} "
+              "profiled forwards each)", "",
               "Linear = `aten::linear` (GEMM and bias), attention = `aten::scaled_dot_product_attention`, the same "
               "kernels with the same shapes in every implementation; other = every other op (norms, modulation, "
               "RoPE, activations, copies). Times are the ops' CPU times (Python between ops is not counted); the "

@@ -21,6 +21,7 @@ Writes ``teacache.json``, ``teacache.md`` and ``teacache.png`` to ``--out``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -66,9 +67,10 @@ def shapes_setup() -> dict | None:
         return None
     from framepack_core import data, demo
     spec = data.sample_clip(0, split="test")
+    digest = hashlib.sha256(SHAPES_MODEL.read_bytes()).hexdigest()[:12]
     return {"model": load_transformer(SHAPES_MODEL), "inputs": demo.clip_inputs(spec), "window": demo.WINDOW,
-            "description": f"`models/framepack_shapes` (trained), held-out clip 0 {spec.caption!r}, latent 8x8, "
-                           f"window {demo.WINDOW}"}
+            "description": f"`models/framepack_shapes` (trained; file sha256 {digest}...), held-out clip 0 "
+                           f"{spec.caption!r}, latent 8x8, window {demo.WINDOW}"}
 
 
 SETUPS = {"random": random_setup, "shapes": shapes_setup}

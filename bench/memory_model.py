@@ -288,8 +288,8 @@ def markdown(r: dict) -> str:
         "larger of compute and transfer instead of their sum.",
         "- fp8: the blocks' Linear weights in 1 byte, norms, biases and other modules in bf16; computing casts one "
         "Linear weight at a time to bf16 (counted with the streamed block).",
-        f"- bf16 compute; activations of our transformer's forward (formula below, checked against a measurement); "
-        f"attention is flash / memory-efficient SDPA, no score matrix; batch 1 (real CFG 1, distilled CFG).",
+        "- bf16 compute; activations of our transformer's forward (formula below, checked against a measurement); "
+        "attention is flash / memory-efficient SDPA, no score matrix; batch 1 (real CFG 1, distilled CFG).",
         f"- Tokens: the largest section of a {a['seconds']} s inverted anti-drifting plan (window 9) per bucket, "
         f"plus {a['siglip_tokens']} SigLIP + {a['text_tokens']} text context tokens.",
         f"- {a['cuda_context_gib']} GiB for the CUDA context, cuBLAS workspace and allocator slack.",
