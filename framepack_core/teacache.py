@@ -30,13 +30,13 @@ def rescale(distance: float, coefficients=HUNYUAN_COEFFICIENTS) -> float:
     return value
 
 
-class TeaCache:
-    """Per-section step cache. Call ``reset(steps)`` before every section (the sampler loop does)."""
+class StepCache:
+    """What every step cache shares: per-section step counting, the residual it reuses, skip statistics.
 
-    def __init__(self, threshold: float = 0.15, steps: int = 25):
-        if not threshold >= 0:
-            raise ValueError(f"TeaCache threshold must be >= 0 (0 disables skipping), got {threshold!r}; 0.15 is the usual value.")
-        self.threshold = float(threshold)
+    Subclasses decide in ``should_compute`` and finish each decision with ``advance(compute)``.
+    """
+
+    def __init__(self, steps: int):
         self.computed_steps = 0
         self.skipped_steps = 0
         self.reset(steps)
@@ -44,12 +44,37 @@ class TeaCache:
     def reset(self, steps: int) -> None:
         """Start a new section of ``steps`` model calls."""
         if steps < 1:
-            raise ValueError(f"TeaCache needs the number of steps per section (>= 1), got {steps!r}.")
+            raise ValueError(f"{type(self).__name__} needs the number of steps per section (>= 1), got {steps!r}.")
         self.steps = int(steps)
         self.step = 0
+        self.residual = None
+
+    def advance(self, compute: bool) -> bool:
+        self.step = (self.step + 1) % self.steps
+        self.computed_steps += compute
+        self.skipped_steps += not compute
+        return compute
+
+    def reuse(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.residual
+
+    def store(self, residual: torch.Tensor) -> None:
+        self.residual = residual
+
+
+class TeaCache(StepCache):
+    """Per-section step cache. Call ``reset(steps)`` before every section (the sampler loop does)."""
+
+    def __init__(self, threshold: float = 0.15, steps: int = 25):
+        if not threshold >= 0:
+            raise ValueError(f"TeaCache threshold must be >= 0 (0 disables skipping), got {threshold!r}; 0.15 is the usual value.")
+        self.threshold = float(threshold)
+        super().__init__(steps)
+
+    def reset(self, steps: int) -> None:
+        super().reset(steps)
         self.accumulated = 0.0
         self.previous_input = None
-        self.residual = None
 
     def should_compute(self, modulated_input: torch.Tensor) -> bool:
         """Decide for this call; ``modulated_input`` is the first block's modulated image-stream input."""
@@ -64,19 +89,10 @@ class TeaCache:
         if compute:
             self.accumulated = 0.0
         self.previous_input = modulated_input
-        self.step = (self.step + 1) % self.steps
-        self.computed_steps += compute
-        self.skipped_steps += not compute
-        return compute
-
-    def reuse(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.residual
-
-    def store(self, residual: torch.Tensor) -> None:
-        self.residual = residual
+        return self.advance(compute)
 
 
-class MagCache:
+class MagCache(StepCache):
     """Per-section step cache skipping by the accumulated change of residual magnitudes.
 
     ``threshold`` bounds the accumulated error estimate of the steps skipped in a row, ``max_skips`` their
@@ -92,17 +108,11 @@ class MagCache:
         if not 0 <= retention <= 1:
             raise ValueError(f"MagCache retention must be a fraction of the steps from 0 to 1, got {retention!r}.")
         self.threshold, self.max_skips, self.retention = float(threshold), max_skips, float(retention)
-        self.computed_steps = 0
-        self.skipped_steps = 0
-        self.reset(steps)
+        super().__init__(steps)
 
     def reset(self, steps: int) -> None:
-        """Start a new section of ``steps`` model calls."""
-        if steps < 1:
-            raise ValueError(f"MagCache needs the number of steps per section (>= 1), got {steps!r}.")
-        self.steps = int(steps)
-        self.step = self.current = 0
-        self.residual = None
+        super().reset(steps)
+        self.current = 0
         self.magnitudes = []  # (step, mean token L2 norm of the residual) of the computed steps
         self._restart()
 
@@ -131,14 +141,8 @@ class MagCache:
             self._restart()
         else:
             self.skips += 1
-        self.step = (self.step + 1) % self.steps
-        self.computed_steps += compute
-        self.skipped_steps += not compute
-        return compute
-
-    def reuse(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.residual
+        return self.advance(compute)
 
     def store(self, residual: torch.Tensor) -> None:
-        self.residual = residual
+        super().store(residual)
         self.magnitudes = (self.magnitudes + [(self.current, residual.float().norm(dim=-1).mean().item())])[-2:]
