@@ -34,3 +34,22 @@ def tiny_config(reference_dir) -> dict:
 @pytest.fixture(scope="session")
 def tiny_weights_path(reference_dir) -> Path:
     return reference_dir / "tiny_framepack.safetensors"
+
+
+@pytest.fixture(scope="module")
+def model(tiny_weights_path):
+    """The tiny reference model, loaded once per test module."""
+    from framepack_core import load_transformer
+
+    return load_transformer(tiny_weights_path)
+
+
+@pytest.fixture(scope="module")
+def args(reference_dir) -> dict:
+    """The golden F1 case's forward arguments (without its expected outputs)."""
+    from safetensors.torch import load_file
+
+    golden = load_file(reference_dir / "golden_forward.safetensors")
+    out = {k[3:]: v for k, v in golden.items() if k.startswith("f1/") and "/intermediate/" not in k}
+    out.pop("output"), out.pop("output_diffusers")
+    return out

@@ -33,11 +33,6 @@ H = W = 8
 QUICK = GenerationSettings(num_sections=2, latent_window_size=2, steps=1)  # 5 latent frames: the video ends at 0.57 s
 
 
-@pytest.fixture(scope="module")
-def model(tiny_weights_path):
-    return load_transformer(tiny_weights_path)
-
-
 def prompt(seed=0, length=5):
     g = torch.Generator().manual_seed(seed)
     return TextConditioning(torch.randn(1, length, 32, generator=g), torch.ones(1, length, dtype=torch.bool),

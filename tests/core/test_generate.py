@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from framepack_core import InputError, load_transformer
+from framepack_core import InputError
 from framepack_core.conditioning import TextConditioning
 from framepack_core.generate import (GenerationInputs, GenerationSettings, GenerationState, TransformerSectionSampler,
                                      generate)
@@ -13,11 +13,6 @@ from framepack_core.planning import padding_list
 from framepack_core.sampling import FlowDenoiser, flow_sigmas, sample_unipc
 
 H, W_LAT = 8, 8
-
-
-@pytest.fixture(scope="module")
-def model(tiny_weights_path):
-    return load_transformer(tiny_weights_path)
 
 
 def make_inputs(seed=0, text_len=5, **extra):

@@ -12,10 +12,8 @@ import logging
 import os
 
 import psutil
-import pytest
 import torch
 
-from framepack_core import load_transformer
 from framepack_core.conditioning import TextConditioning
 from framepack_core.generate import GenerationInputs, GenerationSettings, TransformerSectionSampler, generate
 
@@ -35,11 +33,6 @@ class Failure(RuntimeError):
 
 class Cancel(Exception):
     pass
-
-
-@pytest.fixture(scope="module")
-def model(tiny_weights_path):
-    return load_transformer(tiny_weights_path)
 
 
 def make_inputs():

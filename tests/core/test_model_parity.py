@@ -17,11 +17,6 @@ def golden(reference_dir):
     return load_file(reference_dir / "golden_forward.safetensors")
 
 
-@pytest.fixture(scope="module")
-def model(tiny_weights_path):
-    return load_transformer(tiny_weights_path)
-
-
 def case_inputs(golden, case):
     prefix = case + "/"
     skip = ("output", "output_diffusers")

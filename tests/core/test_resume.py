@@ -32,11 +32,6 @@ def make_inputs(seed=0, size=8):
 
 
 @pytest.fixture(scope="module")
-def model(tiny_weights_path):
-    return load_transformer(tiny_weights_path)
-
-
-@pytest.fixture(scope="module")
 def uninterrupted(model):
     return generate(TransformerSectionSampler(model), make_inputs(), SETTINGS)
 

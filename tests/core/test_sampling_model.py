@@ -6,7 +6,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from framepack_core import load_transformer
 from framepack_core.sampling import FlowDenoiser, flow_sigmas, sample_unipc
 
 CASES = ("inverted_cfg1", "f1_cfg3")
@@ -23,11 +22,6 @@ def golden(reference_dir):
 @pytest.fixture(scope="module")
 def golden_info(reference_dir):
     return json.loads((reference_dir / "golden_sampler.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def model(tiny_weights_path):
-    return load_transformer(tiny_weights_path)
 
 
 def conditioning(c, prefix):

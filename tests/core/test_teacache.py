@@ -2,26 +2,12 @@
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from framepack_core import load_transformer
 from framepack_core.teacache import HUNYUAN_COEFFICIENTS, TeaCache, rescale
 
 
-@pytest.fixture(scope="module")
-def model(tiny_weights_path):
-    return load_transformer(tiny_weights_path)
-
-
-@pytest.fixture(scope="module")
-def args(reference_dir):
-    golden = load_file(reference_dir / "golden_forward.safetensors")
-    out = {k[3:]: v for k, v in golden.items() if k.startswith("f1/") and "/intermediate/" not in k}
-    out.pop("output"), out.pop("output_diffusers")
-    return out
-
-
 def run_steps(model, args, cache, steps):
+    """``steps`` forward calls of one section, the timestep falling from 1000, sharing ``cache``."""
     outs = []
     with torch.no_grad():
         for i in range(steps):
