@@ -8,7 +8,7 @@ from .conditioning import TextConditioning, parse_timestamped_prompts
 from .config import FramePackConfig, infer_config
 from .errors import CheckpointError, CheckpointNotFoundError, ConfigError, FramePackError, InputError, ResumeError
 from .generate import (GenerationInputs, GenerationSettings, GenerationState, SectionJob, TransformerSectionSampler,
-                       generate)
+                       generate, section_step_cache)
 from .layers import sdpa_attention
 from .model import FramePackTransformer
 from .packing import CleanGroup
@@ -17,13 +17,13 @@ from .resume import ResumeWriter, fingerprint, load_resume, save_resume
 from .sampling import FlowDenoiser, apply_cfg, flow_sigmas, sample_euler, sample_unipc
 from .schedules import MODES, ScheduleError, get_schedule, parse_schedule
 from .stitch import soft_append
-from .teacache import TeaCache
+from .teacache import MagCache, TeaCache
 
 __all__ = [
     "CheckpointError", "CheckpointNotFoundError", "CleanGroup", "ConfigError", "FlowDenoiser", "FramePackConfig",
     "FramePackError", "FramePackTransformer", "GenerationInputs", "GenerationSettings", "GenerationState", "InputError",
-    "MODES", "PlanError", "ResumeError", "ResumeWriter", "ScheduleError", "SectionJob", "SectionPlan", "TeaCache", "TextConditioning",
+    "MagCache", "MODES", "PlanError", "ResumeError", "ResumeWriter", "ScheduleError", "SectionJob", "SectionPlan", "TeaCache", "TextConditioning",
     "TransformerSectionSampler", "apply_cfg", "fingerprint", "flow_sigmas", "generate", "get_schedule", "infer_config",
     "load_resume", "load_transformer", "parse_schedule", "parse_timestamped_prompts", "plan_sections", "sample_euler", "sample_unipc",
-    "save_resume", "sdpa_attention", "section_count", "soft_append",
+    "save_resume", "sdpa_attention", "section_count", "section_step_cache", "soft_append",
 ]

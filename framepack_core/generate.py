@@ -21,7 +21,7 @@ from .errors import InputError
 from .packing import CleanGroup
 from .planning import MAX_SECONDS, SectionPlan, plan_sections, section_count
 from .sampling import FlowDenoiser, flow_sigmas, sample_euler, sample_unipc
-from .teacache import TeaCache
+from .teacache import MagCache, StepCache, TeaCache
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class GenerationSettings:
     sampler: str = "unipc_bh1"
     seed: int = 31337
     teacache_threshold: float = 0.0
+    magcache_threshold: float = 0.0
     prompt_blend_seconds: float = 0.0
     interpolate_image_embeddings: bool = False
 
@@ -109,6 +110,19 @@ class GenerationState:
 SectionSampler = Callable[[SectionJob], torch.Tensor]
 
 
+def section_step_cache(settings: GenerationSettings) -> StepCache | None:
+    """A new section's step cache as the settings choose (None: off, or real CFG makes two calls per step)."""
+    if settings.teacache_threshold <= 0 and settings.magcache_threshold <= 0:
+        return None
+    if settings.real_cfg != 1:
+        log.warning("Step caching is off: it needs one model call per step, and real CFG %s makes two.",
+                    settings.real_cfg)
+        return None
+    if settings.magcache_threshold > 0:
+        return MagCache(settings.magcache_threshold, settings.steps)
+    return TeaCache(settings.teacache_threshold, settings.steps)
+
+
 class TransformerSectionSampler:
     """Samples sections with a core ``FramePackTransformer`` and the core samplers (and optional TeaCache)."""
 
@@ -117,13 +131,7 @@ class TransformerSectionSampler:
 
     def __call__(self, job: SectionJob) -> torch.Tensor:
         settings = job.settings
-        cache = None
-        if settings.teacache_threshold > 0:
-            if settings.real_cfg != 1:
-                log.warning("TeaCache is off: it needs one model call per step, and real CFG %s makes two.",
-                            settings.real_cfg)
-            else:
-                cache = TeaCache(settings.teacache_threshold, settings.steps)
+        cache = section_step_cache(settings)
         positive = {**job.positive.model_inputs(), "image_embeddings": job.image_embeddings}
         negative = None if job.negative is None else {**job.negative.model_inputs(),
                                                      "image_embeddings": job.image_embeddings}
@@ -267,8 +275,12 @@ def check_settings(settings: GenerationSettings) -> None:
         raise InputError(f"sampler {settings.sampler!r} is unknown; choose one of {', '.join(SAMPLERS)}.")
     if not isinstance(settings.steps, int) or not 1 <= settings.steps <= 1000:
         raise InputError(f"steps must be an integer from 1 to 1000, got {settings.steps!r}; FramePack uses 25.")
-    if not settings.teacache_threshold >= 0:
-        raise InputError(f"teacache_threshold must be >= 0 (0 = off), got {settings.teacache_threshold!r}.")
+    for name in ("teacache_threshold", "magcache_threshold"):
+        if not getattr(settings, name) >= 0:
+            raise InputError(f"{name} must be >= 0 (0 = off), got {getattr(settings, name)!r}.")
+    if settings.teacache_threshold > 0 and settings.magcache_threshold > 0:
+        raise InputError(f"teacache_threshold ({settings.teacache_threshold}) and magcache_threshold "
+                         f"({settings.magcache_threshold}) are both set; choose one step cache and set the other to 0.")
     if isinstance(settings.num_sections, int) and settings.num_sections > MAX_SECTIONS:
         raise InputError(f"num_sections is {settings.num_sections}, more than the {MAX_SECTIONS} of an hour-long "
                          "video; compute it from the duration with section_count(seconds, latent_window_size).")

@@ -10,7 +10,7 @@ import comfy.utils
 import latent_preview
 import torch
 
-from ..framepack_core import SectionJob, TeaCache, TextConditioning, apply_cfg, sample_euler, sample_unipc
+from ..framepack_core import SectionJob, TextConditioning, apply_cfg, sample_euler, sample_unipc, section_step_cache
 from .convert import LATENT_FORMAT
 from .model import SECTION_KEY
 
@@ -54,8 +54,7 @@ class ComfySectionSampler:
         settings = job.settings
         patcher = self.model.clone()
         section = dict(job.model_inputs, image_embeddings=job.image_embeddings)
-        if settings.teacache_threshold > 0 and settings.real_cfg == 1:
-            section["cache"] = TeaCache(settings.teacache_threshold, settings.steps)
+        section["cache"] = section_step_cache(settings)
         options = dict(patcher.model_options.get("transformer_options", {}))
         options[SECTION_KEY] = section
         patcher.model_options["transformer_options"] = options

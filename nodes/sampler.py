@@ -123,6 +123,11 @@ class FramePackSampler(io.ComfyNode):
                              tooltip="Text-to-video width in pixels (used only without start_latent)."),
                 io.Int.Input("height", default=608, min=16, max=4096, step=16, optional=True,
                              tooltip="Text-to-video height in pixels (used only without start_latent)."),
+                # Last, so workflows saved before it keep their widget values in place.
+                io.Float.Input("magcache_threshold", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,
+                               tooltip="MagCache instead of TeaCache: skip steps while the estimated change of the "
+                                       "model's residual stays small. 0 = off, 0.1 usual. Needs real_cfg 1 and "
+                                       "teacache_threshold 0."),
             ],
             outputs=[io.Latent.Output(tooltip="The whole video's latents, for VAEDecodeTiled.")],
         )
@@ -132,7 +137,8 @@ class FramePackSampler(io.ComfyNode):
                 shift, seed, sampler_name, teacache_threshold, start_latent=None, clip_vision_output=None,
                 negative=None, schedule=None, sampler=None, end_latent=None, end_clip_vision_output=None,
                 interpolate_image_embeddings=False, keyframes=None, prompts=None, prompt_blend_seconds=0.0,
-                initial_latents=None, resume_file=AUTO, width=640, height=608) -> io.NodeOutput:
+                initial_latents=None, resume_file=AUTO, width=640, height=608,
+                magcache_threshold=0.0) -> io.NodeOutput:
         config = model.model.diffusion_model.config
         schedule = schedule or {"schedule": None, "latent_window_size": 9}
         window = get_schedule(schedule["schedule"], sampling_mode, schedule["latent_window_size"]).latent_window_size
@@ -142,7 +148,8 @@ class FramePackSampler(io.ComfyNode):
             mode=sampling_mode, num_sections=section_count(seconds, window), latent_window_size=window,
             schedule=schedule["schedule"], steps=steps, distilled_cfg=distilled_cfg, real_cfg=real_cfg,
             cfg_rescale=cfg_rescale, shift=shift or None, sampler=sampler_name, seed=seed,
-            teacache_threshold=teacache_threshold, prompt_blend_seconds=prompt_blend_seconds,
+            teacache_threshold=teacache_threshold, magcache_threshold=magcache_threshold,
+            prompt_blend_seconds=prompt_blend_seconds,
             interpolate_image_embeddings=interpolate_image_embeddings)
         warn_on_mode_mismatch(model, sampling_mode)
         inputs = build_inputs(config, positive, negative, start_latent, clip_vision_output, end_latent,

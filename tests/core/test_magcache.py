@@ -1,13 +1,16 @@
-"""MagCache decisions (online magnitude ratios) and their effect on the transformer's output."""
+"""MagCache decisions (online magnitude ratios), their effect on the output, and choosing a step cache in the settings."""
+
+import logging
 
 import pytest
 import torch
 
-from framepack_core.teacache import MagCache
+from framepack_core import InputError
+from framepack_core.conditioning import TextConditioning
+from framepack_core.generate import (GenerationInputs, GenerationSettings, TransformerSectionSampler, check_settings,
+                                     generate, section_step_cache)
+from framepack_core.teacache import MagCache, TeaCache
 from test_teacache import run_steps
-
-
-
 
 def residual(magnitude):
     """A one-token residual whose L2 norm is ``magnitude``."""
@@ -73,3 +76,44 @@ def test_reset_starts_a_new_section(model, args):
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MagCache(**kwargs)
+
+
+# ------------------------------------------------------------------ choosing a step cache in the settings
+
+def test_settings_choose_the_step_cache():
+    assert section_step_cache(GenerationSettings()) is None
+    tea = section_step_cache(GenerationSettings(teacache_threshold=0.15, steps=9))
+    mag = section_step_cache(GenerationSettings(magcache_threshold=0.1, steps=9))
+    assert type(tea) is TeaCache and (tea.threshold, tea.steps) == (0.15, 9)
+    assert type(mag) is MagCache and (mag.threshold, mag.steps) == (0.1, 9)
+
+
+def test_real_cfg_turns_step_caching_off_with_a_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        assert section_step_cache(GenerationSettings(magcache_threshold=0.1, real_cfg=3.0)) is None
+    assert "real CFG 3.0" in caplog.text
+
+
+@pytest.mark.parametrize("settings, match", [
+    (dict(teacache_threshold=0.1, magcache_threshold=0.1), "choose one step cache"),
+    (dict(magcache_threshold=-0.5), "magcache_threshold must be >= 0"),
+    (dict(magcache_threshold=float("nan")), "magcache_threshold must be >= 0"),
+])
+def test_bad_step_cache_settings(settings, match):
+    with pytest.raises(InputError, match=match):
+        check_settings(GenerationSettings(**settings))
+
+
+@pytest.mark.parametrize("cache", ["teacache_threshold", "magcache_threshold"])
+def test_generation_uses_the_chosen_cache(model, cache):
+    """A huge threshold makes the chosen cache skip steps: the video changes, a little."""
+    g = torch.Generator().manual_seed(0)
+    inputs = GenerationInputs(start_latent=torch.randn(1, 16, 1, 8, 8, generator=g),
+                              prompts=TextConditioning(torch.randn(1, 5, 32, generator=g),
+                                                       torch.ones(1, 5, dtype=torch.bool), torch.randn(1, 16, generator=g)),
+                              image_embeddings=torch.randn(1, 6, 24, generator=g))
+    run = lambda threshold: generate(TransformerSectionSampler(model), inputs, GenerationSettings(  # noqa: E731
+        mode="vanilla", num_sections=2, latent_window_size=2, steps=8, **{cache: threshold}))
+    plain, cached = run(0.0), run(1e9)
+    change = float((cached - plain).norm() / plain.norm())
+    assert 1e-4 < change < 0.5

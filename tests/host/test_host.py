@@ -103,6 +103,23 @@ def test_custom_schedule_and_real_cfg(server):
     assert saved_latent(server, history).shape[2] == 2 * 4 + 1
 
 
+def test_step_caches_skip_steps_and_refuse_to_combine(server):
+    latents = {}
+    for name, caches in (("plain", {}), ("teacache", {"teacache_threshold": 1.0}), ("magcache", {"magcache_threshold": 1.0})):
+        graph = video_graph("vanilla", steps=8, **caches)
+        graph["save"]["inputs"]["filename_prefix"] = f"latents/cache_{name}"
+        history = server.run(graph)
+        assert_success(history)
+        latents[name] = saved_latent(server, history)
+    for name in ("teacache", "magcache"):
+        change = float((latents[name] - latents["plain"]).norm() / latents["plain"].norm())
+        assert 1e-4 < change < 0.5, (name, change)
+    history = server.run(video_graph("vanilla", teacache_threshold=0.1, magcache_threshold=0.1))
+    assert history["status"]["status_str"] == "error"
+    errors = [m for m in history["status"]["messages"] if m[0] == "execution_error"]
+    assert "choose one step cache" in errors[0][1]["exception_message"]
+
+
 def test_single_frame_sampler(server):
     graph = video_graph("vanilla")
     graph["ref"] = {"class_type": "FramePackTestLatent", "inputs": {"seed": 6, "frames": 1}}
