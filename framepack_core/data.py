@@ -52,7 +52,7 @@ COLOURS = {
 }
 SHAPES = ("square", "circle", "triangle")
 DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
-SPEEDS = {"slowly": 0.75, "quickly": 1.5}  # pixels per frame
+SPEEDS = {"slowly": 1.0, "quickly": 2.0}  # pixels per frame: 3-6 px per 3-frame section, clearly visible
 PAN_SPEED = 0.3
 OCCLUDER_GREY = (0.55, 0.55, 0.55)
 # Most clips have one object: a second one (and its occlusions) is rarer, so a model trained for minutes on
