@@ -28,6 +28,7 @@ import torch
 from framepack_core import data, load_transformer
 from framepack_core.demo import DEFAULT_MODEL, contact_sheet, to_images, write_png
 from framepack_core.drift import (frame_rmse, markdown_table, run_clip, score_video, sharpness, summarise)
+from framepack_core.motion import MotionScore, score_motion
 from framepack_core.planning import MODES
 
 ROWS = ("ground_truth",) + MODES
@@ -70,6 +71,18 @@ def plot(curves: dict, path: Path, frames: int) -> None:
     plt.close(fig)
 
 
+def motion_table(motion: dict) -> str:
+    """Object-track scores per mode (``framepack_core.motion``), means over clips."""
+    fields = [f.name for f in dataclasses.fields(MotionScore)]
+    lines = ["Object tracks (px; `static` = an object that never moves; errors over the first 13 frames and the whole "
+             "video):", "", "| mode | " + " | ".join(fields) + " |", "| --- |" + " --- |" * len(fields)]
+    for mode, items in motion.items():
+        cells = [f"{sum(getattr(s, f) for s in items) / len(items):.2f}" for f in fields[:-1]]
+        cells.append(f"{sum(s.moved_as_captioned for s in items)} / {len(items)}")
+        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args = parse_args(argv)
@@ -78,6 +91,7 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model = load_transformer(args.model)
     scores = {row: [] for row in ROWS}
+    motion = {mode: [] for mode in MODES}
     sums = {row: {"sharpness": 0.0, "rmse": 0.0} for row in ROWS}
     began = time.perf_counter()
     for clip in range(args.clips):
@@ -88,11 +102,13 @@ def main(argv=None) -> None:
             scores[row].append(score_video(videos[row], truth))
             sums[row]["sharpness"] += sharpness(videos[row]) / args.clips
             sums[row]["rmse"] += frame_rmse(videos[row], truth) / args.clips
+        for mode in MODES:
+            motion[mode].append(score_motion(videos[mode], truth, spec, window=3))
         if clip == 0:
             write_png(out / "drift_sheet.png", contact_sheet([to_images(videos[r]) for r in ROWS], columns=16))
     frames = 3 * args.sections + 1
     summary = summarise(scores)
-    table = markdown_table(summary)
+    table = markdown_table(summary) + "\n\n" + motion_table(motion)
     seconds = time.perf_counter() - began
     header = (f"Drift of `{Path(args.model).name}`: {args.clips} held-out clips, {args.sections} sections "
               f"({frames} frames), {args.steps} UniPC steps per section, seed {args.seed}; mean ± standard error "
@@ -102,6 +118,7 @@ def main(argv=None) -> None:
     (out / "drift.json").write_text(json.dumps({
         "args": vars(args), "seconds": seconds, "summary": summary,
         "per_clip": {row: [dataclasses.asdict(s) for s in items] for row, items in scores.items()},
+        "motion_per_clip": {mode: [dataclasses.asdict(s) for s in items] for mode, items in motion.items()},
     }, indent=1), encoding="utf-8")
     plot({row: {k: v.tolist() for k, v in sums[row].items()} for row in ROWS}, out / "drift.png", frames)
     logging.info("\n%s\n%s", header, table)
