@@ -160,7 +160,9 @@ def generate(sample_section: SectionSampler, inputs: GenerationInputs, settings:
     if resume is not None:
         check_resume(resume, plans, inputs)
     total_steps = len(plans) * settings.steps
-    state = resume or initial_state(inputs, plans, settings)
+    # A copy: the caller's resume state stays as it was, so it can start another run.
+    state = initial_state(inputs, plans, settings) if resume is None else dataclasses.replace(
+        resume, video=resume.video.clone(), generator_state=resume.generator_state.clone())
     generator = torch.Generator("cpu")
     generator.set_state(state.generator_state)
     prompts = inputs.timed_prompts()

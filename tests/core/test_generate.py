@@ -133,8 +133,15 @@ def test_resume_after_a_cancel_is_bit_identical(model, stop_after):
 
     with pytest.raises(Cancel):
         generate(TransformerSectionSampler(model), make_inputs(), settings, on_section=on_section)
-    resumed = generate(TransformerSectionSampler(model), make_inputs(), settings, resume=saved["state"])
+    state = saved["state"]
+    before = (state.video.clone(), state.next_section, state.generator_state.clone())
+    resumed = generate(TransformerSectionSampler(model), make_inputs(), settings, resume=state)
     torch.testing.assert_close(resumed, full, atol=0, rtol=0)
+    # The state is left as it was: resuming from it again gives the same video.
+    assert torch.equal(state.video, before[0]) and state.next_section == before[1]
+    assert torch.equal(state.generator_state, before[2])
+    again = generate(TransformerSectionSampler(model), make_inputs(), settings, resume=state)
+    torch.testing.assert_close(again, full, atol=0, rtol=0)
 
 
 # ------------------------------------------------------------------ conditioning over time
