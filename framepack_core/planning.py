@@ -34,8 +34,8 @@ import math
 import operator
 
 from .errors import FramePackError
-from .schedules import GENERATE, GROUP, MODES, SKIP, TAIL, Kernel, ModeError, Schedule, check_mode, get_schedule, \
-    noisy_tokens
+from .schedules import GENERATE, GROUP, MAX_LATENT_WINDOW_SIZE, MODES, SKIP, TAIL, Kernel, ModeError, Schedule, \
+    check_mode, get_schedule, noisy_tokens
 
 __all__ = ["MODES", "START_FRAME", "ContextGroup", "ModeError", "PlanError", "SectionPlan", "latent_frame_count",
            "padding_list", "pixel_frame_count", "plan_sections", "section_count"]
@@ -286,6 +286,9 @@ def plan_sections(mode: str, num_sections: int, latent_window_size: int | None =
                         "mode (inverted anti-drifting generates towards the start image instead).")
     if latent_window_size is not None:
         latent_window_size = _count(latent_window_size, "latent_window_size")
+        if latent_window_size > MAX_LATENT_WINDOW_SIZE:
+            raise PlanError(f"latent_window_size must be at most {MAX_LATENT_WINDOW_SIZE}, got {latent_window_size}; "
+                            "FramePack uses 9 (33 video frames per section).")
     schedule = get_schedule(schedule, mode, latent_window_size)
     w = schedule.latent_window_size
     max_blank = 3 * w if max_blank is None else _count(max_blank, "max_blank", 0)

@@ -136,7 +136,7 @@ def test_absurd_number_of_sections_is_refused_before_planning():
 @pytest.mark.parametrize("window, error, fragment", [
     (0, PlanError, "latent_window_size must be at least 1, got 0"),
     (-2, PlanError, "latent_window_size must be at least 1, got -2"),
-    (300, ScheduleError, "window size 300 is out of range: use 1 to 256"),
+    (300, PlanError, "latent_window_size must be at most 256, got 300; FramePack uses 9"),
 ])
 def test_latent_window_size_out_of_range(window, error, fragment):
     expect(error, [fragment], settings=dataclasses.replace(QUICK, latent_window_size=window))
