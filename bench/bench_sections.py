@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from bench.bench_forward import machine_info
 from framepack_core import (FlowDenoiser, FramePackConfig, FramePackTransformer, GenerationInputs, GenerationSettings,
                             TextConditioning, TransformerSectionSampler, flow_sigmas, generate, sample_unipc)
 
@@ -179,17 +179,6 @@ def ratio(rows: list[dict], key: str = "time_s") -> float:
 
 
 # ------------------------------------------------------------------------------------------- report
-
-def machine_info() -> dict:
-    cpu = platform.processor()
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"cpu": cpu, "logical_cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
-
 
 def markdown(r: dict) -> str:
     m, s, fp, naive, fit = r["machine"], r["setup"], r["framepack"], r["naive"], r["naive_fit"]

@@ -53,3 +53,16 @@ def args(reference_dir) -> dict:
     out = {k[3:]: v for k, v in golden.items() if k.startswith("f1/") and "/intermediate/" not in k}
     out.pop("output"), out.pop("output_diffusers")
     return out
+
+
+@pytest.fixture(scope="session")
+def golden_sampler(reference_dir) -> dict:
+    """The reference sampler vectors (sigmas, every step's model output and x, final latents) per case."""
+    from safetensors.torch import load_file
+
+    return load_file(reference_dir / "golden_sampler.safetensors")
+
+
+@pytest.fixture(scope="session")
+def golden_sampler_info(reference_dir) -> dict:
+    return json.loads((reference_dir / "golden_sampler.json").read_text())

@@ -1,11 +1,9 @@
-"""Schedule, samplers and CFG wrapper of framepack_core.sampling, against golden data and analytic models."""
+"""Schedule, samplers and CFG wrapper of framepack_core.sampling, against the golden sampler data and analytic models."""
 
-import json
 import math
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from framepack_core import InputError
 from framepack_core.sampling import (FlowDenoiser, apply_cfg, flow_sigmas, flux_time_shift, mu_for_seq_len,
@@ -15,18 +13,8 @@ CASES = ("inverted_cfg1", "f1_cfg3")
 TOL = dict(atol=1e-4, rtol=1e-4)
 
 
-@pytest.fixture(scope="module")
-def golden(reference_dir):
-    return load_file(reference_dir / "golden_sampler.safetensors")
-
-
-@pytest.fixture(scope="module")
-def golden_info(reference_dir):
-    return json.loads((reference_dir / "golden_sampler.json").read_text())
-
-
-def case_tensors(golden, case):
-    return {k.split("/", 1)[1]: v for k, v in golden.items() if k.startswith(case + "/")}
+def case_tensors(golden_sampler, case):
+    return {k.split("/", 1)[1]: v for k, v in golden_sampler.items() if k.startswith(case + "/")}
 
 
 def collect(steps_seen):
@@ -37,19 +25,19 @@ def collect(steps_seen):
 # ---------------------------------------------------------------------------------------------- schedule
 
 @pytest.mark.parametrize("case", CASES)
-def test_flow_sigmas_match_golden_bit_for_bit(golden, golden_info, case):
+def test_flow_sigmas_match_golden_bit_for_bit(golden_sampler, golden_sampler_info, case):
     """The seq_len-derived schedule equals the reference's float32 sigmas exactly."""
-    params = golden_info["cases"][case]["params"]
+    params = golden_sampler_info["cases"][case]["params"]
     sigmas = flow_sigmas(params["steps"], seq_len=params["seq_len"])
     assert sigmas.dtype == torch.float32
-    torch.testing.assert_close(sigmas, golden[f"{case}/sigmas"], atol=0, rtol=0)
+    torch.testing.assert_close(sigmas, golden_sampler[f"{case}/sigmas"], atol=0, rtol=0)
     assert mu_for_seq_len(params["seq_len"]) == params["mu"]
 
 
 @pytest.mark.parametrize("seq_len", [14400, 13680, 13464])
-def test_flow_sigmas_real_resolution(golden_info, seq_len):
+def test_flow_sigmas_real_resolution(golden_sampler_info, seq_len):
     """Every 640-bucket token count hits the ln 7 cap and gives the demo's 25-step schedule."""
-    expected = torch.tensor(golden_info["real_resolution_schedule_25_steps"]["sigmas"])
+    expected = torch.tensor(golden_sampler_info["real_resolution_schedule_25_steps"]["sigmas"])
     torch.testing.assert_close(flow_sigmas(25, seq_len=seq_len), expected, atol=1e-6, rtol=0)
     assert flow_sigmas(25, seq_len=seq_len)[-2].item() == pytest.approx(0.22580644, abs=1e-7)
 
@@ -101,12 +89,12 @@ def test_flow_sigmas_rejects_bad_arguments(kwargs, match):
         flow_sigmas(steps, **kwargs)
 
 
-# ------------------------------------------------------------------------------------- golden replay
+# ------------------------------------------------------------------------------------- golden_sampler replay
 
 @pytest.mark.parametrize("case", CASES)
-def test_unipc_replays_golden_trajectory(golden, case):
+def test_unipc_replays_golden_trajectory(golden_sampler, case):
     """Fed the reference's model outputs, UniPC reproduces every reference state and the final latents."""
-    c = case_tensors(golden, case)
+    c = case_tensors(golden_sampler, case)
     sigmas, steps = c["sigmas"], len(c["sigmas"]) - 1
     seen_sigmas = []
 

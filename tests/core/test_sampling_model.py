@@ -1,10 +1,7 @@
 """End-to-end sampler parity: tiny transformer + FlowDenoiser + UniPC reproduce the reference's final latents."""
 
-import json
-
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from framepack_core.sampling import FlowDenoiser, flow_sigmas, sample_unipc
 
@@ -14,28 +11,18 @@ SHARED = ("latent_indices", "clean_latents", "clean_latent_indices", "clean_late
           "clean_latents_4x", "clean_latent_4x_indices")
 
 
-@pytest.fixture(scope="module")
-def golden(reference_dir):
-    return load_file(reference_dir / "golden_sampler.safetensors")
-
-
-@pytest.fixture(scope="module")
-def golden_info(reference_dir):
-    return json.loads((reference_dir / "golden_sampler.json").read_text())
-
-
 def conditioning(c, prefix):
-    """Positive (prefix "") or negative ("negative_") conditioning keywords of a golden case."""
+    """Positive (prefix "") or negative ("negative_") conditioning keywords of a golden_sampler case."""
     return dict(encoder_hidden_states=c[prefix + "prompt_embeds"],
                 encoder_attention_mask=c[prefix + "prompt_embeds_mask"],
                 pooled_projections=c[prefix + "prompt_poolers"], image_embeddings=c["image_embeddings"])
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_unipc_with_tiny_model_matches_reference(golden, golden_info, model, case):
+def test_unipc_with_tiny_model_matches_reference(golden_sampler, golden_sampler_info, model, case):
     """Every step's state and x0, and the final latents, match the reference run (real CFG and rescale in f1_cfg3)."""
-    c = {k.split("/", 1)[1]: v for k, v in golden.items() if k.startswith(case + "/")}
-    params = golden_info["cases"][case]["params"]
+    c = {k.split("/", 1)[1]: v for k, v in golden_sampler.items() if k.startswith(case + "/")}
+    params = golden_sampler_info["cases"][case]["params"]
     denoiser = FlowDenoiser(model, conditioning(c, ""), conditioning(c, "negative_"),
                             shared={name: c[name] for name in SHARED},
                             distilled_cfg=params["distilled_guidance_scale"],
