@@ -34,6 +34,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from bench.report import publish
 from framepack_core import FramePackConfig, FramePackTransformer, load_transformer
 from framepack_core.checkpoint import save_config_metadata
 
@@ -365,6 +366,7 @@ def run(threads: int | None, repeats: int, out: Path) -> dict:
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "forward.json").write_text(json.dumps(report, indent=2) + "\n")
+    publish("forward", out)
     (out / "forward.md").write_text(markdown(report))
     return report
 

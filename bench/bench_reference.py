@@ -46,6 +46,7 @@ import framepack_core
 from bench.bench_forward import (RssSampler, bench_config, count_flops, f1_inputs, machine_info, matmul_gflops,
                                  proc_status_mib, reset_peak_rss, save_random_weights)
 from bench.memory_model import measured_activation_peak
+from bench.report import publish
 from framepack_core import FlowDenoiser, FramePackConfig, flow_sigmas, sample_unipc
 
 REPO = Path(__file__).resolve().parent.parent
@@ -485,6 +486,7 @@ def main(argv=None) -> None:
     report = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "reference.json").write_text(json.dumps(report, indent=1) + "\n")
+    publish("reference", args.out)
     text = markdown(report)
     (args.out / "reference.md").write_text(text)
     sys.stdout.write(text)

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from bench.bench_forward import machine_info
+from bench.report import publish
 from framepack_core import (FlowDenoiser, FramePackConfig, FramePackTransformer, GenerationInputs, GenerationSettings,
                             TextConditioning, TransformerSectionSampler, flow_sigmas, generate, sample_unipc)
 
@@ -323,6 +324,7 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sections.json").write_text(json.dumps(report, indent=1) + "\n")
+    publish("sections", args.out)
     text = markdown(report)
     (args.out / "sections.md").write_text(text)
     plot(report, args.out / "sections.png")

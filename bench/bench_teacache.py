@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from bench.bench_forward import machine_info
+from bench.report import publish
 from framepack_core import (FramePackConfig, FramePackTransformer, GenerationInputs, GenerationSettings,
                             TextConditioning, TransformerSectionSampler, generate, load_transformer)
 from framepack_core.teacache import MagCache
@@ -240,6 +241,7 @@ def main(argv=None) -> None:
     report["load_average"].append(os.getloadavg()[0])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "teacache.json").write_text(json.dumps(report, indent=1) + "\n")
+    publish("teacache", args.out)
     text = markdown(report)
     (args.out / "teacache.md").write_text(text)
     plot(report, args.out / "teacache.png")

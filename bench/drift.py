@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from bench.report import publish
 from framepack_core import data, load_transformer
 from framepack_core.demo import DEFAULT_MODEL, contact_sheet, to_images, write_png
 from framepack_core.drift import (frame_rmse, markdown_table, run_clip, score_video, sharpness, summarise)
@@ -121,6 +122,7 @@ def main(argv=None) -> None:
         "motion_per_clip": {mode: [dataclasses.asdict(s) for s in items] for mode, items in motion.items()},
     }, indent=1), encoding="utf-8")
     plot({row: {k: v.tolist() for k, v in sums[row].items()} for row in ROWS}, out / "drift.png", frames)
+    publish("drift", out)
     logging.info("\n%s\n%s", header, table)
 
 

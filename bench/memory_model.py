@@ -31,6 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from bench.bench_forward import bench_config, count_flops, f1_inputs
+from bench.report import publish
 from framepack_core import FramePackConfig, FramePackTransformer, plan_sections, section_count
 from framepack_core.buckets import BASE_640
 
@@ -393,6 +394,7 @@ def main(argv=None) -> None:
     report = run(args.vram_gib)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "memory_model.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    publish("memory_model", args.out)
     text = markdown(report)
     (args.out / "memory_model.md").write_text(text)
     plot(report, args.out / "memory_model.png")
