@@ -9,7 +9,7 @@ from framepack_core import FramePackConfig, InputError, data, load_transformer, 
 from framepack_core.demo import DEFAULT_MODEL, generate_clip
 from framepack_core.planning import MODES
 from framepack_core.train import (LOSS_LOG, TrainSettings, export_model, flow_matching_loss, make_batch, new_model,
-                                  sample_batch, train, train_step)
+                                  sample_batch, sample_times, train, train_step)
 
 TINY = FramePackConfig(num_attention_heads=2, attention_head_dim=16, rope_axes_dim=(4, 6, 6), num_layers=1,
                        num_single_layers=1, num_refiner_layers=1, text_embed_dim=data.TEXT_DIM,
@@ -83,6 +83,14 @@ def test_settings_are_checked():
         TrainSettings(batch_size=0)
     with pytest.raises(InputError, match="modes"):
         TrainSettings(modes=("forward",))
+    with pytest.raises(InputError, match="time_shift must be > 0"):
+        TrainSettings(time_shift=0.0)
+
+
+def test_time_shift_moves_training_towards_high_noise():
+    plain, shifted = (sample_times(20000, 48, torch.Generator().manual_seed(0), shift) for shift in (1.0, 3.0))
+    assert float((plain > 0.9).float().mean()) < 0.06 < 0.2 < float((shifted > 0.9).float().mean())
+    assert 0 < float(shifted.min()) and float(shifted.max()) < 1
 
 
 @pytest.fixture(scope="module")
