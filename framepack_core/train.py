@@ -66,6 +66,8 @@ class TrainSettings:
     # Extra factor on the flow-time shift: more training at high noise, where the section's layout and motion
     # must come from the context alone (see ``sample_times``).
     time_shift: float = 1.0
+    # > 0: weight the loss towards what changes from frame to frame (see ``motion_weights``).
+    motion_weight: float = 0.0
     latent_window_size: int = 3
     max_sections: int = 16
     modes: tuple = MODES
@@ -85,17 +87,21 @@ class TrainSettings:
             raise InputError(f"training modes {list(self.modes)} must be a non-empty subset of {list(MODES)}.")
         if not 0 <= self.ema_decay < 1:
             raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}.")
+        if not self.motion_weight >= 0:
+            raise InputError(f"motion_weight must be >= 0 (0 = plain MSE), got {self.motion_weight!r}.")
         if not self.time_shift > 0:
             raise InputError(f"time_shift must be > 0 (1 = the inference schedule's shift), got {self.time_shift!r}.")
 
 
 @dataclasses.dataclass
 class Batch:
-    """One training batch: a section plan, its clean context (model keywords) and its clean target latents."""
+    """One training batch: a section plan, its clean context (model keywords), its clean target latents and the
+    true frame before them."""
 
     plan: object
     model_inputs: dict
     target: torch.Tensor
+    previous: torch.Tensor
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -124,7 +130,7 @@ def make_batch(plan, specs: list) -> Batch:
     text = data.batch_captions([s.caption for s in specs])
     inputs = {**context, **text.model_inputs(), "image_embeddings": data.image_embeddings(start)}
     window = video[:, :, plan.position:plan.position + plan.latent_window_size]
-    return Batch(plan, inputs, window.contiguous())
+    return Batch(plan, inputs, window.contiguous(), video[:, :, plan.position - 1:plan.position].contiguous())
 
 
 # ------------------------------------------------------------------------------------------- objective
@@ -141,8 +147,21 @@ def sample_times(batch: int, seq_len: int, generator: torch.Generator, time_shif
     return flux_time_shift(t, mu_for_seq_len(seq_len) + math.log(time_shift))
 
 
-def flow_matching_loss(model, batch: Batch, generator: torch.Generator, time_shift: float = 1.0) -> torch.Tensor:
-    """MSE between the predicted and the true velocity ``noise - x0`` at random flow times."""
+def motion_weights(batch: Batch, strength: float) -> torch.Tensor:
+    """Per-position loss weights (B, 1, T, H, W): ``1 + strength x`` each latent position's change from the
+    previous frame, relative to its clip's mean change.
+
+    The weighting leaves the loss's minimiser (the conditional mean at every position) as it is and only moves
+    the gradient's emphasis to the moving objects, a small part of the frame that decides whether a video moves.
+    """
+    frames = torch.cat([batch.previous, batch.target], dim=2)
+    change = frames.diff(dim=2).abs().mean(dim=1, keepdim=True)
+    return 1 + strength * change / change.mean(dim=(2, 3, 4), keepdim=True).clamp(min=1e-6)
+
+
+def flow_matching_loss(model, batch: Batch, generator: torch.Generator, time_shift: float = 1.0,
+                       motion_weight: float = 0.0) -> torch.Tensor:
+    """(Weighted) MSE between the predicted and the true velocity ``noise - x0`` at random flow times."""
     x0 = batch.target
     _, _, frames, height, width = x0.shape
     t = sample_times(x0.shape[0], frames * height * width // 4, generator, time_shift)
@@ -150,7 +169,11 @@ def flow_matching_loss(model, batch: Batch, generator: torch.Generator, time_shi
     tt = t[:, None, None, None, None]
     x_t = (1 - tt) * x0 + tt * noise
     velocity = model(hidden_states=x_t, timestep=t * T_SCALE, **batch.model_inputs)
-    return torch.nn.functional.mse_loss(velocity, noise - x0)
+    error = (velocity - (noise - x0)).pow(2)
+    if motion_weight == 0:
+        return error.mean()
+    weights = motion_weights(batch, motion_weight)
+    return (weights * error).mean() / weights.mean()
 
 
 def trainable_parameters(model: torch.nn.Module) -> dict:
@@ -166,11 +189,12 @@ def learning_rate(step: int, settings: TrainSettings) -> float:
     return settings.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train_step(model, optimizer, batch: Batch, generator: torch.Generator, lr: float, time_shift: float = 1.0) -> float:
+def train_step(model, optimizer, batch: Batch, generator: torch.Generator, lr: float,
+               settings: TrainSettings = TrainSettings()) -> float:
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
-    loss = flow_matching_loss(model, batch, generator, time_shift)
+    loss = flow_matching_loss(model, batch, generator, settings.time_shift, settings.motion_weight)
     loss.backward()
     torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
     optimizer.step()
@@ -228,7 +252,7 @@ def train(run_dir, config: FramePackConfig = SHAPES_CONFIG, settings: TrainSetti
         tick = time.monotonic()
         batch = sample_batch(run.generator, settings)
         window.append(train_step(run.model, run.optimizer, batch, run.generator, learning_rate(run.step, settings),
-                                 settings.time_shift))
+                                 settings))
         update_ema(run.ema, params, settings.ema_decay)
         run.step += 1
         run.elapsed += time.monotonic() - tick

@@ -9,7 +9,7 @@ from framepack_core import FramePackConfig, InputError, data, load_transformer, 
 from framepack_core.demo import DEFAULT_MODEL, generate_clip
 from framepack_core.planning import MODES
 from framepack_core.train import (LOSS_LOG, TrainSettings, export_model, flow_matching_loss, make_batch, new_model,
-                                  sample_batch, sample_times, train, train_step)
+                                  motion_weights, sample_batch, sample_times, train, train_step)
 
 TINY = FramePackConfig(num_attention_heads=2, attention_head_dim=16, rope_axes_dim=(4, 6, 6), num_layers=1,
                        num_single_layers=1, num_refiner_layers=1, text_embed_dim=data.TEXT_DIM,
@@ -83,8 +83,25 @@ def test_settings_are_checked():
         TrainSettings(batch_size=0)
     with pytest.raises(InputError, match="modes"):
         TrainSettings(modes=("forward",))
+    with pytest.raises(InputError, match="motion_weight must be >= 0"):
+        TrainSettings(motion_weight=-1.0)
     with pytest.raises(InputError, match="time_shift must be > 0"):
         TrainSettings(time_shift=0.0)
+
+
+def test_motion_weights_emphasise_the_moving_object():
+    square = data.MovingShape("square", "red", False, 6.0, 16.0, 16.0, "right", "quickly")
+    still = data.ClipSpec((square,), (0.2, 0.2, 0.2), 12.0, None, None)  # plain still background
+    batch = make_batch(plan_sections("vanilla", 2, 3)[1], [still])
+    weights = motion_weights(batch, 4.0)
+    frames = torch.cat([batch.previous, batch.target], dim=2)
+    static = frames.diff(dim=2).abs().amax(dim=1, keepdim=True) < 1e-6
+    assert torch.allclose(weights[static], torch.ones(())) and float(weights.max()) > 5
+    model = new_model(TINY, seed=0)
+    with torch.no_grad():
+        plain, weighted = (float(flow_matching_loss(model, batch, torch.Generator().manual_seed(1), motion_weight=w))
+                           for w in (0.0, 4.0))
+    assert plain != weighted
 
 
 def test_time_shift_moves_training_towards_high_noise():
