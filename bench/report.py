@@ -148,7 +148,8 @@ def drift(r: dict) -> str:
     args = r["args"]
     return "\n".join([
         f"{args['clips']} held-out clips, {args['sections']} sections ({3 * args['sections'] + 1} frames), "
-        f"{args['steps']} UniPC steps per section; mean ± standard error over clips; RMSE in [0, 1] intensity units.",
+        f"{args['steps']} UniPC steps per section, {r['seconds']:.0f} s on the CPU with {args['threads']} thread(s); "
+        "mean ± standard error over clips; RMSE in [0, 1] intensity units.",
         "", markdown_table(r["summary"]), "", motion_table(motion), "",
         "![drift per frame](bench/results/drift.png)", "", "![drift contact sheet](bench/results/drift_sheet.png)"])
 

@@ -70,7 +70,7 @@ class TrainSettings:
     motion_weight: float = 0.0
     latent_window_size: int = 3
     max_sections: int = 16
-    modes: tuple = MODES
+    modes: tuple = MODES  # each step draws one of these uniformly: repeat a mode to train it more often
     seed: int = 0
     log_every: int = 25
     save_every: int = 200
@@ -84,7 +84,8 @@ class TrainSettings:
                 raise InputError(f"training setting {name} must be a positive integer, got {value!r}.")
         unknown = [m for m in self.modes if m not in MODES]
         if unknown or not self.modes:
-            raise InputError(f"training modes {list(self.modes)} must be a non-empty subset of {list(MODES)}.")
+            raise InputError(f"training modes {list(self.modes)} must be a non-empty list of {list(MODES)} "
+                             "(repeats weight a mode).")
         if not 0 <= self.ema_decay < 1:
             raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}.")
         if not self.motion_weight >= 0:
@@ -353,7 +354,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         if field.name != "modes":
             parser.add_argument("--" + field.name.replace("_", "-"), type=type(getattr(defaults, field.name)),
                                 default=getattr(defaults, field.name))
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
+                        help="sampling modes to train, drawn uniformly per step; repeat one to weight it")
     return parser.parse_args(argv)
 
 
