@@ -4,10 +4,13 @@ Every step picks a sampling mode (vanilla, anti_drifting or inverted_anti_drifti
 section of it, plans it with ``plan_sections`` and gathers its clean context from the ground-truth clip with
 the engine's own ``context_inputs``, so training sees exactly the packing inference uses. The section's
 latents are noised with flow matching (``x_t = (1 - t) x0 + t noise``, target velocity ``noise - x0``, t
-logit-normal then shifted like the inference schedule) and the transformer regresses the velocity (MSE).
-One step's batch shares a section layout (different clips), because packed layouts differ between sections.
+logit-normal then shifted like the inference schedule, times ``time_shift``) and the transformer regresses the
+velocity (MSE, optionally weighted towards what moves: ``motion_weight``). One step's batch shares a section
+layout (different clips), because packed layouts differ between sections. The shipped shapes model:
 
-    python -m framepack_core.train --run runs/shapes --steps 5500 --max-minutes 26 \
+    python -m framepack_core.train --run runs/framepack_shapes --steps 13000 --max-minutes 60 \
+        --learning-rate 0.0012 --time-shift 3 --motion-weight 4 \
+        --modes vanilla vanilla anti_drifting inverted_anti_drifting \
         --export models/framepack_shapes/framepack_shapes.safetensors
 
 The run folder holds ``checkpoint.safetensors`` (weights, EMA weights, AdamW moments, RNG state; no pickle),
