@@ -34,7 +34,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from bench.report import publish
+from bench.report import write_results
 from framepack_core import FramePackConfig, FramePackTransformer, load_transformer
 from framepack_core.checkpoint import save_config_metadata
 
@@ -364,10 +364,7 @@ def run(threads: int | None, repeats: int, out: Path) -> dict:
                   "noisy_tokens": noisy, "siglip_tokens": SIGLIP_TOKENS, "context_tokens": SIGLIP_TOKENS + TEXT_VALID},
         "flops": flops, "forward": forward, "load": load,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "forward.json").write_text(json.dumps(report, indent=2) + "\n")
-    publish("forward", out)
-    (out / "forward.md").write_text(markdown(report))
+    write_results("forward", out, report, markdown(report))
     return report
 
 

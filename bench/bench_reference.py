@@ -46,7 +46,7 @@ import framepack_core
 from bench.bench_forward import (RssSampler, bench_config, count_flops, f1_inputs, machine_info, matmul_gflops,
                                  proc_status_mib, reset_peak_rss, save_random_weights)
 from bench.memory_model import measured_activation_peak
-from bench.report import publish
+from bench.report import write_results
 from framepack_core import FlowDenoiser, FramePackConfig, flow_sigmas, sample_unipc
 
 REPO = Path(__file__).resolve().parent.parent
@@ -484,11 +484,8 @@ def main(argv=None) -> None:
     if args.repeats < 5:
         parser.error("--repeats must be at least 5 (medians of fewer runs are too noisy on a shared host)")
     report = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "reference.json").write_text(json.dumps(report, indent=1) + "\n")
-    publish("reference", args.out)
     text = markdown(report)
-    (args.out / "reference.md").write_text(text)
+    write_results("reference", args.out, report, text)
     sys.stdout.write(text)
 
 

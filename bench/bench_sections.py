@@ -25,7 +25,6 @@ F1 run's mean time of the last 10 sections over the mean of the first 10.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 import torch
 
 from bench.bench_forward import machine_info
-from bench.report import publish
+from bench.report import write_results
 from framepack_core import (FlowDenoiser, FramePackConfig, FramePackTransformer, GenerationInputs, GenerationSettings,
                             TextConditioning, TransformerSectionSampler, flow_sigmas, generate, sample_unipc)
 
@@ -322,11 +321,8 @@ def main() -> None:
         "framepack": framepack, "naive": naive, "naive_fit": quadratic_fit(naive_rows),
         "load_average": [load_start, os.getloadavg()[0]],
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sections.json").write_text(json.dumps(report, indent=1) + "\n")
-    publish("sections", args.out)
     text = markdown(report)
-    (args.out / "sections.md").write_text(text)
+    write_results("sections", args.out, report, text)
     plot(report, args.out / "sections.png")
     sys.stdout.write(text + "\n")
     sys.stdout.write(f"per-section time ratio (last 10 / first 10): {framepack['f1']['ratio']:.3f}\n")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import statistics
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 
 from bench.bench_forward import machine_info
-from bench.report import publish
+from bench.report import write_results
 from framepack_core import (FramePackConfig, FramePackTransformer, GenerationInputs, GenerationSettings,
                             TextConditioning, TransformerSectionSampler, generate, load_transformer)
 from framepack_core.teacache import MagCache
@@ -239,11 +238,8 @@ def main(argv=None) -> None:
             continue
         report["models"][name] = {"description": setup["description"], "rows": measure(setup, args.steps, args.repeats)}
     report["load_average"].append(os.getloadavg()[0])
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "teacache.json").write_text(json.dumps(report, indent=1) + "\n")
-    publish("teacache", args.out)
     text = markdown(report)
-    (args.out / "teacache.md").write_text(text)
+    write_results("teacache", args.out, report, text)
     plot(report, args.out / "teacache.png")
     sys.stdout.write(text)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import platform
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from bench.report import publish
+from bench.report import write_results
 from framepack_core import data, load_transformer
 from framepack_core.demo import DEFAULT_MODEL, contact_sheet, to_images, write_png
 from framepack_core.drift import (frame_rmse, markdown_table, run_clip, score_video, sharpness, summarise)
@@ -115,14 +114,12 @@ def main(argv=None) -> None:
               f"({frames} frames), {args.steps} UniPC steps per section, seed {args.seed}; mean ± standard error "
               f"over clips; RMSE in [0, 1] intensity units. {seconds:.0f} s on {platform.processor() or 'CPU'}, "
               f"{args.threads} thread(s).")
-    (out / "drift.md").write_text(header + "\n\n" + table + "\n", encoding="utf-8")
-    (out / "drift.json").write_text(json.dumps({
+    plot({row: {k: v.tolist() for k, v in sums[row].items()} for row in ROWS}, out / "drift.png", frames)
+    write_results("drift", out, {
         "args": vars(args), "seconds": seconds, "summary": summary,
         "per_clip": {row: [dataclasses.asdict(s) for s in items] for row, items in scores.items()},
         "motion_per_clip": {mode: [dataclasses.asdict(s) for s in items] for mode, items in motion.items()},
-    }, indent=1), encoding="utf-8")
-    plot({row: {k: v.tolist() for k, v in sums[row].items()} for row in ROWS}, out / "drift.png", frames)
-    publish("drift", out)
+    }, header + "\n\n" + table + "\n")
     logging.info("\n%s\n%s", header, table)
 
 

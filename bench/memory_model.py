@@ -31,7 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from bench.bench_forward import bench_config, count_flops, f1_inputs
-from bench.report import publish
+from bench.report import write_results
 from framepack_core import FramePackConfig, FramePackTransformer, plan_sections, section_count
 from framepack_core.buckets import BASE_640
 
@@ -392,11 +392,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     report = run(args.vram_gib)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "memory_model.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-    publish("memory_model", args.out)
     text = markdown(report)
-    (args.out / "memory_model.md").write_text(text)
+    write_results("memory_model", args.out, report, text)
     plot(report, args.out / "memory_model.png")
     sys.stdout.write(text)
 

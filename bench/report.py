@@ -2,7 +2,7 @@
 
     python -m bench.report [--results bench/results] [--readme README.md]
 
-Every benchmark script ends by calling ``refresh(name)``, so the README block between ``<!-- bench:NAME -->``
+Every benchmark script ends with ``write_results``, which calls ``refresh(name)``, so the README block between ``<!-- bench:NAME -->``
 and ``<!-- /bench:NAME -->`` always shows its latest ``bench/results/NAME.json``; running this module rewrites
 all blocks (after editing a summary, say). No number in those blocks is typed by hand.
 """
@@ -178,9 +178,14 @@ def refresh(name: str, results: Path = RESULTS, readme: Path = README) -> None:
     os.replace(tmp, readme)
 
 
-def publish(name: str, out) -> None:
-    """A benchmark's last step: refresh its README block when it wrote to the repository's results folder."""
-    if Path(out).resolve() == RESULTS:
+def write_results(name: str, out, report: dict, markdown: str) -> None:
+    """A benchmark's last step: ``out/NAME.json`` and ``out/NAME.md``, and its README block refreshed when
+    ``out`` is the repository's results folder."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
+    (out / f"{name}.md").write_text(markdown, encoding="utf-8")
+    if out.resolve() == RESULTS:
         refresh(name)
 
 
