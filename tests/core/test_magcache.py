@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from framepack_core import InputError
-from framepack_core.conditioning import TextConditioning
-from framepack_core.generate import (GenerationInputs, GenerationSettings, TransformerSectionSampler, check_settings,
-                                     generate, section_step_cache)
+from framepack_core.generate import (GenerationSettings, TransformerSectionSampler, check_settings, generate,
+                                     section_step_cache)
 from framepack_core.teacache import MagCache, TeaCache
+from test_generate import make_inputs
 from test_teacache import run_steps
 
 def residual(magnitude):
@@ -107,12 +107,7 @@ def test_bad_step_cache_settings(settings, match):
 @pytest.mark.parametrize("cache", ["teacache_threshold", "magcache_threshold"])
 def test_generation_uses_the_chosen_cache(model, cache):
     """A huge threshold makes the chosen cache skip steps: the video changes, a little."""
-    g = torch.Generator().manual_seed(0)
-    inputs = GenerationInputs(start_latent=torch.randn(1, 16, 1, 8, 8, generator=g),
-                              prompts=TextConditioning(torch.randn(1, 5, 32, generator=g),
-                                                       torch.ones(1, 5, dtype=torch.bool), torch.randn(1, 16, generator=g)),
-                              image_embeddings=torch.randn(1, 6, 24, generator=g))
-    run = lambda threshold: generate(TransformerSectionSampler(model), inputs, GenerationSettings(  # noqa: E731
+    run = lambda threshold: generate(TransformerSectionSampler(model), make_inputs(), GenerationSettings(  # noqa: E731
         mode="vanilla", num_sections=2, latent_window_size=2, steps=8, **{cache: threshold}))
     plain, cached = run(0.0), run(1e9)
     change = float((cached - plain).norm() / plain.norm())
