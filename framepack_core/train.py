@@ -144,7 +144,7 @@ def sample_times(batch: int, seq_len: int, generator: torch.Generator, time_shif
     ``time_shift``.
 
     At high noise nothing of the section is visible, so that is where the model learns to take the layout and
-    the motion from the context and the caption; at the inference shift of a small latent only about 5 % of the
+    the motion from the context and the caption; at the inference shift of a small latent only about 4 % of the
     times are above 0.9, and a model trained so produces motionless sections (measured on the shapes world).
     """
     t = torch.sigmoid(torch.randn(batch, generator=generator))
