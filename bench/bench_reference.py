@@ -50,7 +50,7 @@ from bench.report import write_results
 from framepack_core import FlowDenoiser, FramePackConfig, flow_sigmas, sample_unipc
 
 REPO = Path(__file__).resolve().parent.parent
-REFERENCE_DIR = Path(os.environ.get("FRAMEPACK_REFERENCE_DIR", REPO.parent / "shared" / "reference"))
+REFERENCE_DIR = REPO / "tests" / "data" / "reference"
 TINY_CASE = "inverted"
 MATMUL_N = 2048
 MIN_SAMPLE_S = 0.5

@@ -1,7 +1,6 @@
 """Shared fixtures: the reference data folder and the tiny reference model."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -14,16 +13,15 @@ REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 
 
-def reference_path() -> Path:
-    return Path(os.environ.get("FRAMEPACK_REFERENCE_DIR", REPO.parent / "shared" / "reference"))
+# The golden data the tests use is part of the repository (see tests/data/reference/README.md).
+REFERENCE_DIR = REPO / "tests" / "data" / "reference"
 
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    path = reference_path()
-    if not (path / "golden_forward.safetensors").is_file():
-        pytest.fail(f"reference data not found at {path}; set FRAMEPACK_REFERENCE_DIR to the shared/reference folder")
-    return path
+    if not (REFERENCE_DIR / "golden_forward.safetensors").is_file():
+        pytest.fail(f"reference data missing from {REFERENCE_DIR}: the checkout is incomplete (git status shows it)")
+    return REFERENCE_DIR
 
 
 @pytest.fixture(scope="session")
