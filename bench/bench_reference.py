@@ -43,6 +43,7 @@ import torch
 from safetensors.torch import load_file
 
 import framepack_core
+from bench.diffusers_reference import CONDITIONING, load_reference, write_model_folder
 from bench.bench_forward import (RssSampler, bench_config, count_flops, f1_inputs, machine_info, matmul_gflops,
                                  proc_status_mib, reset_peak_rss, save_random_weights)
 from bench.memory_model import measured_activation_peak
@@ -55,48 +56,6 @@ TINY_CASE = "inverted"
 MATMUL_N = 2048
 MIN_SAMPLE_S = 0.5
 PROFILED_ROUNDS = 3
-
-# Our forward keywords -> diffusers' (index tensors there are 1-D and shared across the batch).
-REFERENCE_ARGUMENTS = {
-    "image_embeddings": "image_embeds", "latent_indices": "indices_latents",
-    "clean_latents": "latents_clean", "clean_latent_indices": "indices_latents_clean",
-    "clean_latents_2x": "latents_history_2x", "clean_latent_2x_indices": "indices_latents_history_2x",
-    "clean_latents_4x": "latents_history_4x", "clean_latent_4x_indices": "indices_latents_history_4x",
-}
-CONDITIONING = ("encoder_hidden_states", "encoder_attention_mask", "pooled_projections", "image_embeddings")
-
-
-# ------------------------------------------------------------------------------------------- the models
-
-class ReferenceModel:
-    """diffusers' model behind our forward keywords, so the same inputs and the same sampler drive both."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def parameters(self):
-        return self.model.parameters()
-
-    def __call__(self, **kwargs):
-        args = {}
-        for name, value in kwargs.items():
-            if name.endswith("indices"):
-                if value.shape[0] != 1:
-                    raise ValueError(f"diffusers shares {name} across the batch; got shape {tuple(value.shape)}")
-                value = value[0]
-            args[REFERENCE_ARGUMENTS.get(name, name)] = value
-        return self.model(**args, return_dict=False)[0]
-
-
-def write_model_folder(config: FramePackConfig, weights: Path, folder: Path) -> None:
-    """A diffusers model folder (``config.json`` + the weights, linked) for ``from_pretrained``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    config_dict = {"_class_name": "HunyuanVideoFramepackTransformer3DModel", **config.to_dict()}
-    (folder / "config.json").write_text(json.dumps(config_dict, indent=1))
-    link = folder / "diffusion_pytorch_model.safetensors"
-    if not link.exists():
-        link.symlink_to(weights.resolve())
-
 
 def extract_baseline(revision: str, into: Path) -> None:
     """Write ``framepack_core`` as of git ``revision`` into the folder ``into``."""
@@ -123,9 +82,7 @@ def load_model(name: str, paths: dict, baseline_dir: str | None = None):
         return framepack_core.load_transformer(paths["file"])
     if name == "baseline":
         return import_baseline(baseline_dir).load_transformer(paths["file"])
-    from diffusers import HunyuanVideoFramepackTransformer3DModel
-    model = HunyuanVideoFramepackTransformer3DModel.from_pretrained(paths["folder"], torch_dtype=torch.float32)
-    return ReferenceModel(model.eval().requires_grad_(False))
+    return load_reference(paths["folder"])
 
 
 # ------------------------------------------------------------------------------------------- configurations

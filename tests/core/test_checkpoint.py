@@ -10,10 +10,13 @@ from safetensors.torch import load_file, save_file
 from framepack_core import CheckpointError, CheckpointNotFoundError, load_transformer
 from framepack_core.checkpoint import INDEX_NAME, save_config_metadata, storage_dtype
 from framepack_core.config import FramePackConfig
+from tests.tolerances import BFLOAT16_RELATIVE_L2, FLOAT32_RELATIVE_L2
 
-# Measured relative L2 error of the output against float32 on the golden cases (bf16 ~0.008, fp8 e4m3 ~0.021,
-# e5m2 ~0.045 with random tiny weights); the bounds leave about 2x headroom.
-REL_TOL = {torch.float32: 1e-6, torch.bfloat16: 0.02, torch.float8_e4m3fn: 0.05, torch.float8_e5m2: 0.1}
+# Relative L2 error of the output against the golden float32 output. float32 and bfloat16 bounds come from the
+# cross-CPU measurements in tests/tolerances.py; fp8 weights are upcast and computed in float32, so their
+# error (e4m3 ~0.021, e5m2 ~0.045 with random tiny weights, on AMD and Intel alike) gets about 2x headroom.
+REL_TOL = {torch.float32: FLOAT32_RELATIVE_L2, torch.bfloat16: BFLOAT16_RELATIVE_L2, torch.float8_e4m3fn: 0.05,
+           torch.float8_e5m2: 0.1}
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +74,15 @@ def test_single_file_loads_in_every_dtype(tmp_path, tiny_state, golden_case, dty
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float8_e4m3fn], ids=str)
 def test_sharded_diffusers_folder_loads(tmp_path, tiny_state, tiny_config, golden_case, dtype):
-    folder = write_diffusers_folder(tmp_path / "FramePackI2V_HY", convert(tiny_state, dtype), tiny_config)
+    state = convert(tiny_state, dtype)
+    folder = write_diffusers_folder(tmp_path / "FramePackI2V_HY", state, tiny_config)
     model = load_transformer(folder)
     assert model.config == FramePackConfig.from_dict(tiny_config)
     assert relative_error(model, golden_case) < REL_TOL[dtype]
+    # The same weights from one file: the folder must load exactly the same parameters, bit for bit.
+    single = load_transformer(write_single(tmp_path / "framepack.safetensors", state)).state_dict()
+    for name, value in model.state_dict().items():
+        assert value.dtype == single[name].dtype and torch.equal(value.float(), single[name].float()), name
 
 
 def test_fp8_storage_keeps_norms_biases_and_embedders_in_higher_precision(tmp_path, tiny_weights_path):

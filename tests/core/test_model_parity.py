@@ -7,9 +7,9 @@ import torch
 from safetensors.torch import load_file
 
 from framepack_core import FramePackConfig, FramePackTransformer, InputError, load_transformer
+from tests.tolerances import FORWARD as TOL
 
 CASES = ("inverted", "f1")
-TOL = dict(atol=1e-4, rtol=1e-4)
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from framepack_core.sampling import FlowDenoiser, flow_sigmas, sample_unipc
+from tests.tolerances import SAMPLER as TOL
 
 CASES = ("inverted_cfg1", "f1_cfg3")
-TOL = dict(atol=1e-4, rtol=1e-4)
 SHARED = ("latent_indices", "clean_latents", "clean_latent_indices", "clean_latents_2x", "clean_latent_2x_indices",
           "clean_latents_4x", "clean_latent_4x_indices")
 
