@@ -27,3 +27,7 @@ class InputError(FramePackError):
 
 class ResumeError(FramePackError):
     """A resume file is missing, damaged, or was written for other settings, another model or other inputs."""
+
+
+class NumericalError(FramePackError):
+    """Weights or a model output hold NaN or infinite values, so the result would be silently broken."""

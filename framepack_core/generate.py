@@ -15,21 +15,22 @@ from typing import Callable
 
 import torch
 
-from .conditioning import (TextConditioning, blend, check_finite, frame_time, interpolation_weight, is_number,
-                           prompt_for_time)
+from .conditioning import TextConditioning, blend, frame_time, interpolation_weight, prompt_for_time
 from .errors import InputError
 from .packing import CleanGroup
-from .planning import MAX_SECONDS, SectionPlan, plan_sections, section_count
+from .planning import SectionPlan, plan_sections
 from .sampling import FlowDenoiser, flow_sigmas, sample_euler, sample_unipc
 from .teacache import MagCache, StepCache, TeaCache
+from .validation import (MAX_SECTIONS, SAMPLERS, check_costs, check_finite, check_image_embeddings, check_latent,
+                         check_model_widths, check_same_widths, check_section_output, check_settings, check_text,
+                         is_number)
 
 log = logging.getLogger(__name__)
 
-SAMPLERS = ("unipc_bh1", "unipc_bh2", "euler")
+__all__ = ["MAX_SECTIONS", "SAMPLERS", "GenerationInputs", "GenerationSettings", "GenerationState", "SectionJob",
+           "TransformerSectionSampler", "check_settings", "generate", "section_step_cache"]
+
 PROJ_NAMES = {"1x": "proj", "2x": "proj_2x", "4x": "proj_4x"}
-# The most sections any duration the nodes accept can need (an hour at the smallest window); more is a typo
-# that would otherwise spend minutes planning and allocate the video buffer before failing.
-MAX_SECTIONS = section_count(MAX_SECONDS, latent_window_size=1)
 NAMED_SLOTS = (("4x", "clean_latents_4x", "clean_latent_4x_indices"),
                ("2x", "clean_latents_2x", "clean_latent_2x_indices"),
                ("1x", "clean_latents", "clean_latent_indices"))
@@ -128,6 +129,7 @@ class TransformerSectionSampler:
 
     def __init__(self, model):
         self.model = model
+        self.config = model.config  # generate() checks the inputs' widths against it
 
     def __call__(self, job: SectionJob) -> torch.Tensor:
         settings = job.settings
@@ -157,6 +159,10 @@ def generate(sample_section: SectionSampler, inputs: GenerationInputs, settings:
     history_frames = 1 if inputs.history is None else inputs.history.shape[2]
     plans = settings.plans(history_frames)
     check_inputs(inputs, plans)
+    config = getattr(sample_section, "config", None)
+    if config is not None:
+        check_model_widths(inputs, config)
+    check_costs(plans, *inputs.start_latent.shape[-2:], config)
     if resume is not None:
         check_resume(resume, plans, inputs)
     total_steps = len(plans) * settings.steps
@@ -181,6 +187,7 @@ def generate(sample_section: SectionSampler, inputs: GenerationInputs, settings:
                          section_prompt(prompts, plan, settings), inputs.negative,
                          section_image_embeddings(inputs, plan, settings), settings, step_callback)
         latents = sample_section(job).float().to(state.video.device)
+        check_section_output(plan, latents)
         state.video[:, :, plan.position:plan.position + window] = latents
         state.next_section = plan.index + 1
         state.generator_state = generator.get_state()
@@ -272,22 +279,6 @@ def section_image_embeddings(inputs: GenerationInputs, plan: SectionPlan, settin
 
 # ------------------------------------------------------------------------------------------- validation
 
-def check_settings(settings: GenerationSettings) -> None:
-    if settings.sampler not in SAMPLERS:
-        raise InputError(f"sampler {settings.sampler!r} is unknown; choose one of {', '.join(SAMPLERS)}.")
-    if not isinstance(settings.steps, int) or not 1 <= settings.steps <= 1000:
-        raise InputError(f"steps must be an integer from 1 to 1000, got {settings.steps!r}; FramePack uses 25.")
-    for name in ("teacache_threshold", "magcache_threshold"):
-        if not getattr(settings, name) >= 0:
-            raise InputError(f"{name} must be >= 0 (0 = off), got {getattr(settings, name)!r}.")
-    if settings.teacache_threshold > 0 and settings.magcache_threshold > 0:
-        raise InputError(f"teacache_threshold ({settings.teacache_threshold}) and magcache_threshold "
-                         f"({settings.magcache_threshold}) are both set; choose one step cache and set the other to 0.")
-    if isinstance(settings.num_sections, int) and settings.num_sections > MAX_SECTIONS:
-        raise InputError(f"num_sections is {settings.num_sections}, more than the {MAX_SECTIONS} of an hour-long "
-                         "video; compute it from the duration with section_count(seconds, latent_window_size).")
-
-
 def check_inputs(inputs: GenerationInputs, plans: list) -> None:
     start = inputs.start_latent
     if not torch.is_tensor(start) or start.ndim != 5 or start.shape[:3] != (1, 16, 1):
@@ -295,14 +286,17 @@ def check_inputs(inputs: GenerationInputs, plans: list) -> None:
         raise InputError(f"start_latent must be one latent frame (1, 16, 1, H, W), got {shape}; "
                          "VAE-encode a single image (FramePack bucket size).")
     size = tuple(start.shape[-2:])
+    if not isinstance(inputs.keyframes, dict):
+        raise InputError(f"keyframes must be a dict {{latent frame: latent}}, got {type(inputs.keyframes).__name__}; "
+                         "validation.keyframes_by_frame builds one from (seconds, latent) pairs.")
+    check_image_embeddings("image_embeddings", inputs.image_embeddings)
     if size[0] % 2 or size[1] % 2:
         raise InputError(f"the latent size {size} must be even; resize the image with the FramePack bucket node.")
     named = {"end_latent": inputs.end_latent, "history": inputs.history,
              **{f"keyframe at frame {f}": k for f, k in inputs.keyframes.items()}}
     for name, latent in named.items():
-        if latent is not None and (latent.ndim != 5 or latent.shape[1] != 16 or tuple(latent.shape[-2:]) != size):
-            raise InputError(f"{name} has shape {tuple(latent.shape)} but the start latent is {tuple(start.shape)}: "
-                             "every image must be encoded at the same size (use one bucket for all of them).")
+        if latent is not None:
+            check_latent(name, latent, size, frames=None if name == "history" else 1)
     total = plans[0].total_latent_frames
     for frame in inputs.keyframes:
         if not isinstance(frame, int) or not 1 <= frame < total:
@@ -342,11 +336,12 @@ def check_prompts(inputs: GenerationInputs, video_end: float) -> None:
         if start >= video_end:
             raise InputError(f"a prompt starts at {start:g} s but the video ends at {video_end:.2f} s: move it "
                              "earlier, or make the video longer (more sections).")
-        for name, tensor in (("text", cond.text), ("pooled", cond.pooled)):
-            check_finite(f"the {name} of the prompt at {start:g} s", tensor)
+        check_text(f"the prompt at {start:g} s", cond)
+    named = [(f"the prompt at {start:g} s", cond) for start, _, cond in prompts]
     if inputs.negative is not None:
-        check_finite("the negative prompt", inputs.negative.text)
-        check_finite("the negative prompt's pooled vector", inputs.negative.pooled)
+        check_text("the negative prompt", inputs.negative)
+        named.append(("the negative prompt", inputs.negative))
+    check_same_widths(named)
 
 
 def check_resume(state: GenerationState, plans: list, inputs: GenerationInputs) -> None:
