@@ -1,13 +1,16 @@
 """Drift of the shipped shapes model in the three sampling modes (an experiment, not a test).
 
-    python3 -m bench.drift [--clips 16] [--sections 30] [--steps 10] [--out bench/results]
+    python3 -m bench.drift [--clips 16] [--sections 30] [--steps 10] [--out bench/results] [--baseline FILE]
 
 Generates ``--sections`` sections (3 latent frames each, so 3 n + 1 frames; 30 sections = 12 s at the
 project's 30 fps section math) from the first frame and caption of ``--clips`` held-out clips in vanilla,
 anti_drifting and inverted_anti_drifting mode, and scores every video with ``framepack_core.drift``:
 Delta-drift of sharpness and colour statistics (first vs last 15 % of frames) and the RMSE against the
-clip's true continuation. The ground truth's own scores are the reference row (moving objects change the
-statistics a little even without drift).
+clip's true continuation, the temporal flicker and the first-frame jump, and the object tracks and occlusion of
+``framepack_core.motion``. The ground truth's own scores are the reference row (moving objects change the
+statistics a little even without drift). ``--baseline`` takes the ``drift.json`` of another model measured with
+the same settings (the previous shipped model's is ``bench/results/drift_previous_model/drift.json``) and puts
+its rows beside this model's, labelled with ``--baseline-label``.
 
 Writes ``drift.json``, ``drift.md`` (the table), ``drift.png`` (per-frame sharpness and error, averaged over
 clips) and ``drift_sheet.png`` (the first clip: rows truth, vanilla, anti_drifting, inverted) to ``--out``.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import platform
 import time
@@ -32,6 +36,7 @@ from framepack_core.motion import MotionScore, score_motion
 from framepack_core.planning import MODES
 
 ROWS = ("ground_truth",) + MODES
+SAME_SETTINGS = ("clips", "sections", "steps", "seed")  # what a baseline must share to be compared
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,6 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--baseline", help="drift.json of another model (same settings) to show beside this one")
+    parser.add_argument("--baseline-label", default="previous model", help="how the baseline's rows are labelled")
     return parser.parse_args(argv)
 
 
@@ -71,21 +78,49 @@ def plot(curves: dict, path: Path, frames: int) -> None:
     plt.close(fig)
 
 
+TRACK_FIELDS = ("early_error", "early_static_error", "track_error", "static_error", "lost_fraction")
+
+
 def motion_table(motion: dict) -> str:
-    """Object-track scores per mode (``framepack_core.motion``), means over clips."""
-    fields = [f.name for f in dataclasses.fields(MotionScore)]
+    """Object-track scores per mode (``framepack_core.motion``), means over clips; occlusion summed over clips."""
     lines = ["Object tracks (px; `static` = an object that never moves; errors over the first 13 frames and the whole "
-             "video):", "", "| mode | " + " | ".join(fields) + " |", "| --- |" + " --- |" * len(fields)]
+             "video) and occlusion (of the frames where the truth hides the object behind the bar, those in which "
+             "the object is drawn over the bar):", "",
+             "| mode | " + " | ".join(TRACK_FIELDS) + " | moved_as_captioned | object over the bar |",
+             "| --- |" + " --- |" * (len(TRACK_FIELDS) + 2)]
     for mode, items in motion.items():
-        cells = [f"{sum(getattr(s, f) for s in items) / len(items):.2f}" for f in fields[:-1]]
+        cells = [f"{sum(getattr(s, f) for s in items) / len(items):.2f}" for f in TRACK_FIELDS]
         cells.append(f"{sum(s.moved_as_captioned for s in items)} / {len(items)}")
+        cells.append(f"{sum(s.shown_over_bar for s in items)} / {sum(s.hidden_frames for s in items)} frames")
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def with_baseline(rows: dict, baseline: dict, label: str) -> dict:
+    """This model's rows with the baseline's row of each mode just before it (the truth stays on its own)."""
+    merged = {}
+    for row, value in rows.items():
+        if row in baseline and row != "ground_truth":
+            merged[f"{row}, {label}"] = baseline[row]
+        merged[row] = value
+    return merged
+
+
+def load_baseline(args) -> dict | None:
+    """The ``--baseline`` results, checked (before anything runs) to come from the same settings."""
+    if not args.baseline:
+        return None
+    baseline = json.loads(Path(args.baseline).read_text(encoding="utf-8"))
+    if {k: baseline["args"][k] for k in SAME_SETTINGS} != {k: vars(args)[k] for k in SAME_SETTINGS}:
+        raise SystemExit(f"--baseline {args.baseline} was measured with other settings ({baseline['args']}); "
+                         f"measure both models with the same {', '.join(SAME_SETTINGS)}.")
+    return baseline
 
 
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args = parse_args(argv)
+    baseline = load_baseline(args)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,6 +143,11 @@ def main(argv=None) -> None:
             write_png(out / "drift_sheet.png", contact_sheet([to_images(videos[r]) for r in ROWS], columns=16))
     frames = 3 * args.sections + 1
     summary = summarise(scores)
+    motion_per_clip = {mode: [dataclasses.asdict(s) for s in items] for mode, items in motion.items()}
+    if baseline:
+        summary = with_baseline(summary, baseline["summary"], args.baseline_label)
+        motion_per_clip = with_baseline(motion_per_clip, baseline["motion_per_clip"], args.baseline_label)
+        motion = {mode: [MotionScore(**s) for s in items] for mode, items in motion_per_clip.items()}
     table = markdown_table(summary) + "\n\n" + motion_table(motion)
     seconds = time.perf_counter() - began
     header = (f"Drift of `{Path(args.model).name}`: {args.clips} held-out clips, {args.sections} sections "
@@ -118,7 +158,7 @@ def main(argv=None) -> None:
     write_results("drift", out, {
         "args": vars(args), "seconds": seconds, "summary": summary,
         "per_clip": {row: [dataclasses.asdict(s) for s in items] for row, items in scores.items()},
-        "motion_per_clip": {mode: [dataclasses.asdict(s) for s in items] for mode, items in motion.items()},
+        "motion_per_clip": motion_per_clip,
     }, header + "\n\n" + table + "\n")
     logging.info("\n%s\n%s", header, table)
 

@@ -8,6 +8,13 @@ that keeps its quality and colours scores near the ground truth's own value. Her
 
 and, because the procedural world renders the true continuation of any clip, the error against it
 (per-frame RMSE in [0, 1] intensity units) over the first and the last 15 % of the frames.
+
+Two temporal scores, in 0-255 intensity units per pixel and channel, sit beside the truth's own values:
+
+- flicker: the mean absolute change between consecutive frames (the truth changes only where objects move and
+  the background pans; fine noise that is drawn anew every frame adds to it), and its excess over the truth's;
+- first-frame jump: the mean absolute change from frame 0 (the given start frame) to frame 1 (the first
+  generated one), where a model that cannot continue its start frame cleanly shows a visible cut.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from .demo import decoded, generate_clip, ground_truth
 log = logging.getLogger(__name__)
 
 EDGE_FRACTION = 0.15
+INTENSITY = 127.5  # frames in [-1, 1] -> 0-255 intensity units
+DRIFT_FIELDS = ("sharpness_drift", "colour_drift", "rmse_first", "rmse_last", "sharpness_first", "sharpness_last")
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
 
@@ -55,6 +64,16 @@ def frame_rmse(frames: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return ((frames - truth) / 2).pow(2).mean(dim=(1, 2, 3)).sqrt()
 
 
+def flicker(frames: torch.Tensor) -> float:
+    """Mean absolute change between consecutive frames (T >= 2, [-1, 1]) in 0-255 intensity units."""
+    return float(frames.diff(dim=0).abs().mean()) * INTENSITY
+
+
+def first_frame_jump(frames: torch.Tensor) -> float:
+    """Mean absolute change from frame 0 to frame 1 in 0-255 intensity units."""
+    return float((frames[1] - frames[0]).abs().mean()) * INTENSITY
+
+
 @dataclasses.dataclass(frozen=True)
 class VideoScores:
     sharpness_drift: float
@@ -63,15 +82,20 @@ class VideoScores:
     rmse_last: float
     sharpness_first: float
     sharpness_last: float
+    flicker: float
+    flicker_excess: float  # flicker minus the true clip's
+    first_jump: float
 
 
 def score_video(frames: torch.Tensor, truth: torch.Tensor) -> VideoScores:
-    """Drift and truth-error scores of one video (T, 3, H, W) against the true clip, both in [-1, 1]."""
+    """Drift, truth-error and temporal scores of one video (T, 3, H, W) against the true clip, both in [-1, 1]."""
     sharp, error = sharpness(frames), frame_rmse(frames, truth)
     n = edge_frames(frames.shape[0])
     return VideoScores(sharpness_drift=delta_drift(sharp), colour_drift=delta_drift(colour_statistics(frames)),
                        rmse_first=float(error[:n].mean()), rmse_last=float(error[-n:].mean()),
-                       sharpness_first=float(sharp[:n].mean()), sharpness_last=float(sharp[-n:].mean()))
+                       sharpness_first=float(sharp[:n].mean()), sharpness_last=float(sharp[-n:].mean()),
+                       flicker=flicker(frames), flicker_excess=flicker(frames) - flicker(truth),
+                       first_jump=first_frame_jump(frames))
 
 
 def run_clip(model, spec: data.ClipSpec, modes, num_sections: int, *, steps: int, seed: int = 0) -> dict:
@@ -96,10 +120,26 @@ def summarise(scores: dict) -> dict:
 
 
 def markdown_table(summary: dict) -> str:
-    """The summary as a markdown table: mean ± standard error over clips."""
-    fields = [f.name for f in dataclasses.fields(VideoScores)]
-    lines = ["| video | " + " | ".join(fields) + " |", "| --- |" + " --- |" * len(fields)]
+    """The summary as markdown: the drift table and the temporal table (mean ± standard error over clips; the
+    temporal one also as a multiple of the truth's mean when a ``ground_truth`` row is present)."""
+    lines = ["| video | " + " | ".join(DRIFT_FIELDS) + " |", "| --- |" + " --- |" * len(DRIFT_FIELDS)]
     for row, values in summary.items():
-        cells = [f"{values[f][0]:.4f} ± {values[f][1]:.4f}" for f in fields]
+        cells = [f"{values[f][0]:.4f} ± {values[f][1]:.4f}" for f in DRIFT_FIELDS]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n" + temporal_table(summary)
+
+
+def temporal_table(summary: dict) -> str:
+    truth = summary.get("ground_truth")
+    ratio = lambda values, field: (f"{values[field][0] / truth[field][0]:.2f}x"  # noqa: E731
+                                   if truth and truth[field][0] > 0 else "–")
+    lines = ["Temporal quality (0-255 intensity units per pixel; x truth = the mean as a multiple of the true "
+             "clips'):", "", "| video | flicker | x truth | flicker excess over the truth | first-frame jump | x truth |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for row, values in summary.items():
+        if "flicker" not in values:
+            continue  # a results file from before these scores
+        cell = lambda field: f"{values[field][0]:.2f} ± {values[field][1]:.2f}"  # noqa: E731
+        lines.append(f"| {row} | {cell('flicker')} | {ratio(values, 'flicker')} | {cell('flicker_excess')} "
+                     f"| {cell('first_jump')} | {ratio(values, 'first_jump')} |")
     return "\n".join(lines)

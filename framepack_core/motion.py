@@ -6,6 +6,11 @@ true continuation by the mean distance between the two tracks, next to the same 
 stays where it started (the ``static`` baseline, what a model that ignores the caption and the history's
 motion produces). ``moved_as_captioned`` says whether the object ends the first section displaced the way the
 caption makes it move: its displacement, projected on the true one, is at least half the true displacement.
+
+Occlusion: in clips with a grey bar, ``hidden_frames`` counts the frames in which the truth hides part of the
+first object behind the bar (at least ``MIN_PIXELS`` of the object's own pixels fall under the bar's opaque
+core), and ``shown_over_bar`` how many of those frames show the object's colour there instead, i.e. draw the
+object in front of the bar (the truth scores 0).
 """
 
 from __future__ import annotations
@@ -20,10 +25,15 @@ COLOUR_TOLERANCE = 0.3  # RGB distance in [0, 1] units; backgrounds stay below 0
 MIN_PIXELS = 4
 
 
+def colour_mask(frames: torch.Tensor, colour: str) -> torch.Tensor:
+    """(T, H, W) bool: the pixels of frames (T, 3, H, W) in [-1, 1] within ``COLOUR_TOLERANCE`` of ``colour``."""
+    target = torch.tensor(data.COLOURS[colour])[None, :, None, None]
+    return ((frames + 1) / 2 - target).norm(dim=1) < COLOUR_TOLERANCE
+
+
 def object_centroids(frames: torch.Tensor, colour: str) -> torch.Tensor:
     """(T, 2) x, y pixel centroid of the pixels of ``colour`` in frames (T, 3, H, W) in [-1, 1]; NaN where absent."""
-    target = torch.tensor(data.COLOURS[colour])[None, :, None, None]
-    mask = (((frames + 1) / 2 - target).norm(dim=1) < COLOUR_TOLERANCE).float()
+    mask = colour_mask(frames, colour).float()
     coords = torch.arange(frames.shape[-1], dtype=torch.float32) + 0.5
     count = mask.sum(dim=(1, 2))
     x = (mask * coords[None, None, :]).sum(dim=(1, 2)) / count
@@ -44,6 +54,8 @@ class MotionScore:
     static_error: float
     lost_fraction: float
     moved_as_captioned: bool
+    hidden_frames: int = 0
+    shown_over_bar: int = 0
 
 
 def score_motion(frames: torch.Tensor, truth: torch.Tensor, spec: data.ClipSpec, window: int,
@@ -57,7 +69,23 @@ def score_motion(frames: torch.Tensor, truth: torch.Tensor, spec: data.ClipSpec,
     moved = bool(found[window]) and float((generated[window] - start) @ true_step) >= 0.5 * float(true_step @ true_step)
     early_error, early_static = mean_errors(generated[:early], true[:early], start)
     track_error, static_error = mean_errors(generated, true, start)
-    return MotionScore(early_error, early_static, track_error, static_error, float(1 - found.float().mean()), moved)
+    hidden, shown = occlusion_counts(frames, spec)
+    return MotionScore(early_error, early_static, track_error, static_error, float(1 - found.float().mean()), moved,
+                       hidden, shown)
+
+
+def occlusion_counts(frames: torch.Tensor, spec: data.ClipSpec) -> tuple:
+    """(frames where the truth hides the first object behind the bar, those of them where ``frames`` show it)."""
+    if spec.occluder is None:
+        return 0, 0
+    obj = spec.objects[0]
+    coords = torch.arange(data.FRAME_SIZE, dtype=torch.float32) + 0.5
+    y, x = coords[:, None], coords[None, :]
+    t = torch.arange(frames.shape[0], dtype=torch.float32)[:, None, None]
+    behind = (data.draw_object(obj, t, y, x)[0] >= 0.5) & (data.occluder_alpha(spec.occluder, y, x) >= 1)
+    hidden = behind.sum(dim=(1, 2)) >= MIN_PIXELS
+    shown = (colour_mask(frames, obj.colour) & behind).sum(dim=(1, 2)) >= MIN_PIXELS
+    return int(hidden.sum()), int((hidden & shown).sum())
 
 
 def mean_errors(generated: torch.Tensor, true: torch.Tensor, start: torch.Tensor) -> tuple:

@@ -35,7 +35,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import data
-from .checkpoint import save_config_metadata
+from .checkpoint import load_transformer, save_config_metadata
 from .config import FramePackConfig
 from .errors import InputError
 from .generate import GenerationInputs, context_inputs
@@ -71,6 +71,11 @@ class TrainSettings:
     time_shift: float = 1.0
     # > 0: weight the loss towards what changes from frame to frame (see ``motion_weights``).
     motion_weight: float = 0.0
+    # The fraction of samples whose time is drawn at the inference schedule's shift instead (see
+    # ``sample_times``): keeps training at low noise, where backgrounds, edges and fine texture are decided.
+    low_noise_fraction: float = 0.0
+    # A model file (``export_model``) to start from instead of a fresh initialisation: a fine-tune.
+    init_weights: str = ""
     latent_window_size: int = 3
     max_sections: int = 16
     modes: tuple = MODES  # each step draws one of these uniformly: repeat a mode to train it more often
@@ -95,6 +100,9 @@ class TrainSettings:
             raise InputError(f"motion_weight must be >= 0 (0 = plain MSE), got {self.motion_weight!r}.")
         if not self.time_shift > 0:
             raise InputError(f"time_shift must be > 0 (1 = the inference schedule's shift), got {self.time_shift!r}.")
+        if not 0 <= self.low_noise_fraction <= 1:
+            raise InputError(f"low_noise_fraction must be in [0, 1] (0 = every time shifted by time_shift), "
+                             f"got {self.low_noise_fraction!r}.")
 
 
 @dataclasses.dataclass
@@ -139,16 +147,25 @@ def make_batch(plan, specs: list) -> Batch:
 
 # ------------------------------------------------------------------------------------------- objective
 
-def sample_times(batch: int, seq_len: int, generator: torch.Generator, time_shift: float = 1.0) -> torch.Tensor:
+def sample_times(batch: int, seq_len: int, generator: torch.Generator, time_shift: float = 1.0,
+                 low_noise_fraction: float = 0.0) -> torch.Tensor:
     """Logit-normal times, shifted towards noise like the inference schedule for ``seq_len`` noisy tokens, times
-    ``time_shift``.
+    ``time_shift``; a ``low_noise_fraction`` of the samples keep the inference schedule's own shift.
 
     At high noise nothing of the section is visible, so that is where the model learns to take the layout and
     the motion from the context and the caption; at the inference shift of a small latent only about 4 % of the
     times are above 0.9, and a model trained so produces motionless sections (measured on the shapes world).
+    The shifted times in turn leave little training below t = 0.3, where the sampler's last steps clean up
+    backgrounds and edges (a model trained only so leaves fine noise that changes from frame to frame); the
+    mixture keeps both.
     """
     t = torch.sigmoid(torch.randn(batch, generator=generator))
-    return flux_time_shift(t, mu_for_seq_len(seq_len) + math.log(time_shift))
+    mu = mu_for_seq_len(seq_len)
+    shifted = flux_time_shift(t, mu + math.log(time_shift))
+    if low_noise_fraction == 0:
+        return shifted
+    plain = torch.rand(batch, generator=generator) < low_noise_fraction
+    return torch.where(plain, flux_time_shift(t, mu), shifted)
 
 
 def motion_weights(batch: Batch, strength: float) -> torch.Tensor:
@@ -164,11 +181,11 @@ def motion_weights(batch: Batch, strength: float) -> torch.Tensor:
 
 
 def flow_matching_loss(model, batch: Batch, generator: torch.Generator, time_shift: float = 1.0,
-                       motion_weight: float = 0.0) -> torch.Tensor:
+                       motion_weight: float = 0.0, low_noise_fraction: float = 0.0) -> torch.Tensor:
     """(Weighted) MSE between the predicted and the true velocity ``noise - x0`` at random flow times."""
     x0 = batch.target
     _, _, frames, height, width = x0.shape
-    t = sample_times(x0.shape[0], frames * height * width // 4, generator, time_shift)
+    t = sample_times(x0.shape[0], frames * height * width // 4, generator, time_shift, low_noise_fraction)
     noise = torch.randn(x0.shape, generator=generator)
     tt = t[:, None, None, None, None]
     x_t = (1 - tt) * x0 + tt * noise
@@ -198,7 +215,8 @@ def train_step(model, optimizer, batch: Batch, generator: torch.Generator, lr: f
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
-    loss = flow_matching_loss(model, batch, generator, settings.time_shift, settings.motion_weight)
+    loss = flow_matching_loss(model, batch, generator, settings.time_shift, settings.motion_weight,
+                              settings.low_noise_fraction)
     loss.backward()
     torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
     optimizer.step()
@@ -236,11 +254,23 @@ def new_model(config: FramePackConfig, seed: int) -> FramePackTransformer:
 
 def start_run(config: FramePackConfig, settings: TrainSettings) -> Run:
     model = new_model(config, settings.seed)
+    if settings.init_weights:
+        load_initial_weights(model, config, settings.init_weights)
     params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(params.values(), lr=settings.learning_rate, weight_decay=settings.weight_decay,
                                   betas=(0.9, 0.99))
     ema = {name: p.detach().clone() for name, p in params.items()}
     return Run(model, optimizer, ema, torch.Generator().manual_seed(settings.seed), 0, 0.0)
+
+
+def load_initial_weights(model: FramePackTransformer, config: FramePackConfig, path: str) -> None:
+    """Start a fine-tune from an exported model file, which must hold a model of the same config."""
+    source = load_transformer(path)
+    if source.config.to_dict() != config.to_dict():
+        raise InputError(f"--init-weights {path} holds a model of another config ({source.config.to_dict()}); "
+                         "train with that config (--config) or start from scratch.")
+    model.load_state_dict(source.state_dict())
+    log.info("fine-tuning from %s", path)
 
 
 def train(run_dir, config: FramePackConfig = SHAPES_CONFIG, settings: TrainSettings = TrainSettings(), *,

@@ -116,3 +116,37 @@ def test_the_truth_scores_no_error():
     scores = drift.score_video(frames, frames)
     assert scores.rmse_first == scores.rmse_last == 0
     assert scores.sharpness_drift >= 0 and scores.colour_drift >= 0
+
+
+def test_flicker_and_first_frame_jump_in_intensity_units():
+    frames = torch.zeros(5, 3, 4, 4)
+    frames[1:] = 0.2  # one step of 0.2 in [-1, 1] = 25.5 of 255, then still
+    assert drift.first_frame_jump(frames) == pytest.approx(25.5)
+    assert drift.flicker(frames) == pytest.approx(25.5 / 4)
+    assert drift.flicker(torch.zeros(3, 3, 4, 4)) == 0
+
+
+def test_noise_drawn_anew_every_frame_is_flicker_over_the_truth():
+    truth = data.render_clip(data.sample_clip(2), 12)
+    noisy = truth + 0.05 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(0))
+    assert drift.score_video(truth, truth).flicker_excess == 0
+    scores = drift.score_video(noisy, truth)
+    # |a - b| of two independent N(0, 0.05) is 0.05 * 2 / sqrt(pi) on average: about 7.2 of 255
+    assert scores.flicker_excess == pytest.approx(0.05 * 2 / math.sqrt(math.pi) * 127.5, rel=0.25)
+    assert scores.first_jump > drift.first_frame_jump(truth) + 4
+
+
+def test_temporal_table_gives_multiples_of_the_truth():
+    scores = {"ground_truth": [drift.VideoScores(*[0.0] * 6, flicker=4.0, flicker_excess=0.0, first_jump=2.0)],
+              "vanilla": [drift.VideoScores(*[0.0] * 6, flicker=6.0, flicker_excess=2.0, first_jump=5.0)]}
+    table = drift.temporal_table(drift.summarise(scores))
+    assert "| vanilla | 6.00 ± 0.00 | 1.50x | 2.00 ± 0.00 | 5.00 ± 0.00 | 2.50x |" in table
+
+
+def test_a_baseline_row_sits_before_the_same_mode():
+    from bench.drift import with_baseline
+
+    merged = with_baseline({"ground_truth": 0, "vanilla": 1, "anti_drifting": 2},
+                           {"ground_truth": 9, "vanilla": 3, "anti_drifting": 4}, "old")
+    assert list(merged.items()) == [("ground_truth", 0), ("vanilla, old", 3), ("vanilla", 1),
+                                    ("anti_drifting, old", 4), ("anti_drifting", 2)]

@@ -1,5 +1,6 @@
 """Object tracks of shapes videos: found where the world draws them, and scored against the true clip."""
 
+import dataclasses
 import math
 
 import torch
@@ -58,3 +59,31 @@ def test_a_lost_object_scores_like_a_static_one():
     score = motion.score_motion(lost, truth, spec, window=3, early=4)
     assert score.lost_fraction == 1 and not score.moved_as_captioned
     assert (score.track_error, score.early_error) == (score.static_error, score.early_static_error)
+
+
+def bar_clip(orientation="vertical", position=16.0):
+    square = data.MovingShape("square", "yellow", False, 5.0, 6.0, 16.0, "right", "quickly")
+    return data.ClipSpec((square,), (0.2, 0.25, 0.3), 12.0, None, (orientation, position))
+
+
+def test_the_truth_keeps_the_object_behind_the_bar_even_through_the_codec():
+    spec = bar_clip()
+    truth = data.render_clip(spec, 12)
+    hidden, shown = motion.occlusion_counts(truth, spec)
+    assert hidden >= 3 and shown == 0
+    decoded = data.decode_latents(data.encode_frames(truth))[0].clamp(-1, 1)
+    assert motion.occlusion_counts(decoded, spec) == (hidden, 0)
+
+
+def test_an_object_drawn_over_the_bar_is_counted():
+    spec = bar_clip()
+    in_front = data.render_clip(dataclasses.replace(spec, occluder=None), 12)
+    hidden, shown = motion.occlusion_counts(in_front, spec)
+    assert shown == hidden >= 3
+    score = motion.score_motion(in_front, data.render_clip(spec, 12), spec, window=3)
+    assert (score.hidden_frames, score.shown_over_bar) == (hidden, shown)
+
+
+def test_clips_without_a_bar_have_no_occlusion_frames():
+    spec = square_clip()
+    assert motion.occlusion_counts(data.render_clip(spec, 6), spec) == (0, 0)

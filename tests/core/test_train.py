@@ -87,6 +87,8 @@ def test_settings_are_checked():
         TrainSettings(motion_weight=-1.0)
     with pytest.raises(InputError, match="time_shift must be > 0"):
         TrainSettings(time_shift=0.0)
+    with pytest.raises(InputError, match="low_noise_fraction must be in"):
+        TrainSettings(low_noise_fraction=1.5)
 
 
 def test_motion_weights_emphasise_the_moving_object():
@@ -108,6 +110,32 @@ def test_time_shift_moves_training_towards_high_noise():
     plain, shifted = (sample_times(20000, 48, torch.Generator().manual_seed(0), shift) for shift in (1.0, 3.0))
     assert float((plain > 0.9).float().mean()) < 0.06 < 0.2 < float((shifted > 0.9).float().mean())
     assert 0 < float(shifted.min()) and float(shifted.max()) < 1
+
+
+def test_low_noise_fraction_keeps_training_at_low_noise():
+    shifted, mixed = (sample_times(20000, 48, torch.Generator().manual_seed(0), 3.0, fraction) for fraction in (0.0, 0.5))
+    plain = sample_times(20000, 48, torch.Generator().manual_seed(0), 1.0)
+    low = lambda t: float((t < 0.3).float().mean())  # noqa: E731
+    assert low(shifted) < 0.02 and low(mixed) == pytest.approx(0.5 * low(plain) + 0.5 * low(shifted), abs=0.02)
+    assert float((mixed > 0.9).float().mean()) > 0.1  # half the samples still train at high noise
+
+
+def test_a_fine_tune_starts_from_the_given_weights(tmp_path):
+    source = train(tmp_path / "source", TINY, dataclasses.replace(SETTINGS, steps=1, seed=5))  # another init
+    path = export_model(source, TINY, tmp_path / "source.safetensors")
+    tuned = train(tmp_path / "tuned", TINY, dataclasses.replace(SETTINGS, init_weights=str(path)), max_seconds=0)
+    fresh = train(tmp_path / "fresh", TINY, SETTINGS, max_seconds=0)
+    # after one step from the source weights the model is close to them, and far from a fresh start
+    distance = lambda run: sum(float((p - source.ema[n]).abs().sum()) for n, p in run.model.named_parameters())  # noqa: E731
+    assert distance(tuned) < 0.1 * distance(fresh)
+
+
+def test_a_fine_tune_of_another_config_is_refused(tmp_path):
+    source = train(tmp_path / "source", TINY, dataclasses.replace(SETTINGS, steps=1))
+    path = export_model(source, TINY, tmp_path / "source.safetensors")
+    other = dataclasses.replace(TINY, num_layers=2)
+    with pytest.raises(InputError, match="another config"):
+        train(tmp_path / "tuned", other, dataclasses.replace(SETTINGS, init_weights=str(path)))
 
 
 @pytest.fixture(scope="module")
