@@ -2,8 +2,8 @@
 
 Set COMFYUI_PATH to a ComfyUI checkout (``../shared/tools/comfyui-host setup`` makes one, and ``env`` prints
 the variables) and COMFYUI_PYTHON (or COMFYUI_VENV) to its interpreter. The server runs on a free loopback
-port with temporary model, output and custom-node folders: this pack and the test-only stub nodes are linked
-in, the tiny reference model is the only diffusion model, and the user's ComfyUI folders are not touched.
+port with temporary model, input, output and custom-node folders: this pack and the test-only stub nodes are
+linked in, the tiny reference model is the only diffusion model, and the user's ComfyUI folders are not touched.
 """
 
 import json
@@ -103,15 +103,17 @@ def write_test_loras(folder: Path) -> None:
 def server(tmp_path_factory, reference_dir):
     root = tmp_path_factory.mktemp("comfy")
     models, output, nodes = root / "models", root / "output", root / "custom_nodes"
-    for folder in (models / "diffusion_models", models / "diffusers", models / "loras", output, nodes, root / "user"):
+    # vae, text_encoders and clip_vision stay empty unless a test puts (placeholder) files there.
+    model_folders = ("diffusion_models", "diffusers", "loras", "vae", "text_encoders", "clip_vision")
+    for folder in (*(models / name for name in model_folders), output, nodes, root / "user", root / "input"):
         folder.mkdir(parents=True)
     shutil.copy(reference_dir / "tiny_framepack.safetensors", models / "diffusion_models" / TINY_NAME)
     shutil.copy(reference_dir / "tiny_framepack.safetensors", models / "diffusion_models" / TINY_F1_NAME)
     (nodes / "ComfyUI-FramePack").symlink_to(REPO)
     (nodes / "framepack_test_nodes").symlink_to(STUBS)
     config = root / "extra_model_paths.yaml"
-    config.write_text(f"framepack_tests:\n    base_path: {root}\n    diffusion_models: models/diffusion_models\n"
-                      f"    diffusers: models/diffusers\n    loras: models/loras\n    custom_nodes: custom_nodes\n")
+    config.write_text(f"framepack_tests:\n    base_path: {root}\n    custom_nodes: custom_nodes\n"
+                      + "".join(f"    {name}: models/{name}\n" for name in model_folders))
     write_test_loras(models / "loras")
     port = free_port()
     log_path = root / "comfyui.log"
@@ -119,7 +121,8 @@ def server(tmp_path_factory, reference_dir):
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [comfy_python(), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-             "--disable-auto-launch", "--output-directory", str(output), "--extra-model-paths-config", str(config),
+             "--disable-auto-launch", "--output-directory", str(output), "--input-directory", str(root / "input"),
+             "--extra-model-paths-config", str(config),
              "--user-directory", str(root / "user")],
             cwd=comfy, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     server = Server(f"http://127.0.0.1:{port}", output, log_path, models)

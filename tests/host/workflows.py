@@ -1,7 +1,11 @@
 """The example workflows: built from compact specs against a live ComfyUI's /object_info, and checked.
 
 ``python tests/host/workflows.py --server http://127.0.0.1:8188`` rewrites ``example_workflows/*.json`` (with
-the pack loaded in that server); the host tests run ``check_workflow`` on the committed files.
+the pack loaded in that server) and, from each, its API-format twin ``example_workflows/api/<name>_api.json``
+(what the frontend's "Export (API)" writes, made by ``api_workflow``), so every workflow in ``examples()`` has
+both. The API files live in a subfolder because ComfyUI lists ``example_workflows/*.json`` (not recursively)
+as templates, and an API file is no template. The host tests run ``check_workflow`` and ``check_api_workflow``
+on the committed files.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ FRONTEND_NODES = {"MarkdownNote": ["text"], "Note": ["text"]}
 # Combos listing model files: the example names need not exist on the machine that checks them.
 FILE_COMBOS = {"model_name", "vae_name", "clip_name", "clip_name1", "clip_name2", "lora_name", "image", "file"}
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_workflows"
+API_EXAMPLES = EXAMPLES / "api"
 
 MODELS_NOTE = """## Model files
 
@@ -137,13 +142,8 @@ def check_workflow(workflow: dict, object_info: dict) -> list[str]:
         if len(values) != len(expected):
             problems.append(f"{node_type}: {len(values)} widget values, expected {len(expected)}")
             continue
-        index = 0
-        for name, spec, _ in ordered_inputs(info):
-            if not is_widget(spec):
-                continue
-            problems += check_value(node_type, name, spec, values[index])
-            index += 1 + bool(spec[1].get("control_after_generate") if len(spec) > 1 else 0)
-            index += bool(len(spec) > 1 and (spec[1].get("image_upload") or spec[1].get("video_upload")))
+        for name, spec, value in widget_items(info, values):
+            problems += check_value(node_type, name, spec, value)
     for link_id, source, slot, target, target_slot, link_type in workflow["links"]:
         source_node, target_node = nodes.get(source), nodes.get(target)
         if source_node is None or target_node is None:
@@ -158,6 +158,85 @@ def check_workflow(workflow: dict, object_info: dict) -> list[str]:
         if target_input.get("link") != link_id:
             problems.append(f"link {link_id} is not recorded on its target input")
     return problems
+
+
+def widget_items(info: dict, values: list):
+    """(name, spec, value) of each widget in a node's ``widgets_values``, without the frontend's extra values
+    (a seed's control_after_generate, an upload button)."""
+    index = 0
+    for name, spec, _ in ordered_inputs(info):
+        if not is_widget(spec):
+            continue
+        yield name, spec, values[index]
+        options = spec[1] if len(spec) > 1 else {}
+        index += 1 + bool(options.get("control_after_generate"))
+        index += bool(options.get("image_upload") or options.get("video_upload"))
+
+
+def api_workflow(workflow: dict, object_info: dict) -> dict:
+    """The API-format prompt of a UI-format workflow, as the frontend's "Export (API)" writes it:
+    ``{node id: {"inputs": {name: value or [source id, output index]}, "class_type", "_meta": {"title"}}}``,
+    without frontend-only nodes. Node ids stay those of the UI workflow, so ``--set 10.seed=7`` names the
+    node numbered 10 in the UI."""
+    links = {link[0]: link for link in workflow["links"]}
+    prompt = {}
+    for node in workflow["nodes"]:
+        if node["type"] in FRONTEND_NODES:
+            continue
+        info = object_info[node["type"]]
+        inputs = {name: value for name, _, value in widget_items(info, node["widgets_values"])}
+        for entry in node["inputs"]:
+            if entry["link"] is not None:
+                _, source, slot, *_ = links[entry["link"]]
+                inputs[entry["name"]] = [str(source), slot]
+        prompt[str(node["id"])] = {"inputs": inputs, "class_type": node["type"],
+                                   "_meta": {"title": node.get("title", info["display_name"])}}
+    return prompt
+
+
+def check_api_workflow(prompt: dict, object_info: dict) -> list[str]:
+    """Problems in an API-format prompt: unknown node types or inputs, missing required inputs, links to
+    missing nodes or outputs of the wrong type, invalid widget values, no output node."""
+    problems = []
+    for node_id, node in prompt.items():
+        node_type, inputs = node.get("class_type"), node.get("inputs", {})
+        if node_type not in object_info:
+            problems.append(f"node {node_id}: unknown type {node_type}")
+            continue
+        info = object_info[node_type]
+        known = set()
+        for name, spec, optional in ordered_inputs(info):
+            known.add(name)
+            where = f"node {node_id} ({node_type}).{name}"
+            if name not in inputs:
+                if not optional:
+                    problems.append(f"{where} is required but missing")
+                continue
+            value = inputs[name]
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+                problems += check_api_link(where, value, input_type(info, name), prompt, object_info)
+            elif not is_widget(spec):
+                problems.append(f"{where} = {value!r}: a {spec[0]} input takes a link [node id, output index]")
+            else:
+                problems += check_value(node_type, name, spec, value)
+        problems += [f"node {node_id} ({node_type}) has an unknown input {name!r}" for name in set(inputs) - known]
+        if "title" not in node.get("_meta", {}):
+            problems.append(f"node {node_id} ({node_type}) has no _meta.title")
+    if not any(object_info.get(node.get("class_type"), {}).get("output_node") for node in prompt.values()):
+        problems.append("no output node: ComfyUI refuses a prompt without one")
+    return problems
+
+
+def check_api_link(where: str, link: list, accepted, prompt: dict, object_info: dict) -> list[str]:
+    source, slot = link
+    if source not in prompt or prompt[source].get("class_type") not in object_info:
+        return [f"{where} links to node {source}, which is missing or unknown"]
+    outputs = object_info[prompt[source]["class_type"]]["output"]
+    if not (isinstance(slot, int) and 0 <= slot < len(outputs)):
+        return [f"{where} links to output {slot!r} of node {source}, which has {len(outputs)}"]
+    if outputs[slot] != accepted:
+        return [f"{where} accepts {accepted} but node {source} output {slot} is {outputs[slot]}"]
+    return []
 
 
 def input_type(info: dict, name: str):
@@ -311,6 +390,12 @@ def main() -> None:
         if problems:
             raise SystemExit(f"{name}: {problems}")
         (args.out / f"{name}.json").write_text(json.dumps(workflow, indent=1) + "\n")
+        prompt = api_workflow(workflow, object_info)
+        problems = check_api_workflow(prompt, object_info)
+        if problems:
+            raise SystemExit(f"{name} (API): {problems}")
+        (args.out / "api").mkdir(exist_ok=True)
+        (args.out / "api" / f"{name}_api.json").write_text(json.dumps(prompt, indent=1) + "\n")
 
 
 if __name__ == "__main__":
