@@ -154,8 +154,8 @@ class Server:
     def download(self, entry: dict, out: Path) -> Path:
         """One output file (``{"filename", "subfolder", "type"}``) into ``out``, written whole or not at all."""
         subfolder, filename = entry.get("subfolder", ""), entry["filename"]
-        target = (out / subfolder / filename).resolve()
-        if out.resolve() not in target.parents:
+        target = out / subfolder / filename
+        if out.resolve() not in target.resolve().parents:
             raise ClientError(f"the server named an output outside the output folder: {subfolder}/{filename}",
                               EXIT_FAILED)
         query = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder,
