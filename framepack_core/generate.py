@@ -354,3 +354,7 @@ def check_resume(state: GenerationState, plans: list, inputs: GenerationInputs) 
     if not isinstance(state.next_section, int) or not 0 <= state.next_section <= len(plans):
         raise InputError(f"the resume state's next_section is {state.next_section!r}, outside 0..{len(plans)}: "
                          "resume with the settings of the interrupted run.")
+    if not bool(torch.isfinite(state.video).all()):
+        raise InputError("the resume state's video contains NaN or infinite latents: the interrupted run had already "
+                         "gone wrong, and continuing it would finish a broken video. Start a new generation (and "
+                         "check the model and its inputs).")

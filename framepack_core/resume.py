@@ -1,11 +1,23 @@
 """Cancel and resume: the loop's state saved after every section, so a stopped run continues exactly.
 
-A resume file is a ``.safetensors`` file (never pickle: a file from elsewhere must not run code) holding the
-video latents (float32) and the CPU generator state (uint8), with str -> str metadata: the format and its
-version, the next section, the number of history frames, the settings as JSON (the schedule as its canonical
-text), the fingerprint of the model and conditioning, and a sha256 checksum of all of it, so that a damaged
-file is refused instead of silently continuing a corrupted video. Files are written atomically (temporary
-file, fsync, ``os.replace``): a crash mid-write leaves the previous file intact.
+A run is saved as a folder written append-only, so that saving a section costs the same at section 5 and at
+section 500:
+
+- ``run.safetensors``, written once when the run starts: the video latents that exist before the first
+  section to generate (the start latent or the extended video's history; the whole video when a run is
+  continued from another save), the CPU generator state, and str -> str metadata (format and version, the next
+  section, the number of history frames, the settings as JSON with the schedule as its canonical text, the
+  fingerprint of the model and conditioning, and a sha256 checksum of all of it);
+- ``section_00005.safetensors`` after every finished section: only that section's latents and the generator
+  state after it, with the section number, the checksum of the run's header (a piece of another run is never
+  mixed in) and its own checksum.
+
+Every file is written atomically (temporary file, fsync, ``os.replace``, folder fsync). Reading stops at the first
+missing or damaged section piece, which is then simply computed again: a crash mid-write costs at most the
+section being written. ``save_resume`` writes the same state as one self-contained file (format version 1, also
+read by ``load_resume``), the format resume files had before run folders.
+
+Files are safetensors, never pickle: a file from elsewhere must not run code.
 """
 
 from __future__ import annotations
@@ -16,6 +28,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -48,24 +61,37 @@ START_OVER = "delete the resume file to start a new generation"
 # ------------------------------------------------------------------------------------------- writing
 
 def save_resume(path, state: GenerationState, settings: GenerationSettings, fingerprint: str) -> None:
-    """Write ``state`` to ``path`` atomically; ``fingerprint`` is ``fingerprint(model, inputs)`` of the run."""
+    """Write ``state`` to one self-contained file atomically (``fingerprint(model, inputs)`` of the run).
+
+    The whole video is written, so this suits handing one state over; a running generation saves itself with
+    ``ResumeWriter``, whose cost per section does not grow with the video.
+    """
     path = Path(os.fspath(path))
     check_fingerprint_argument(fingerprint)
-    video = state.video.detach().to("cpu", torch.float32).contiguous()
-    generator_state = state.generator_state.detach().to("cpu", torch.uint8).contiguous()
-    record = settings_record(settings)
-    history_frames = video.shape[2] - settings.num_sections * record["latent_window_size"]
-    if history_frames < 1:
-        raise InputError(f"the state's video has {video.shape[2]} latent frames, fewer than the "
-                         f"{settings.num_sections} sections of {record['latent_window_size']} frames plus the start "
-                         "latent that the settings make: save the state of a run with these settings.")
-    metadata = {"format": FORMAT, "version": str(VERSION), "next_section": str(state.next_section),
-                "history_frames": str(history_frames), "settings": json.dumps(record, sort_keys=True),
-                "fingerprint": fingerprint}
-    metadata["checksum"] = checksum(metadata, video, generator_state)
-    data = safetensors_bytes({"video": video, "generator_state": generator_state}, metadata)
+    metadata = state_metadata(SINGLE_FILE, state, settings, fingerprint)
+    data, _ = encoded(metadata, video=state.video, generator_state=state.generator_state)
     write_atomically(path, data)
     log.debug("resume file %s: %d of %d sections done", path, state.next_section, settings.num_sections)
+
+
+def state_metadata(layout, state: GenerationState, settings: GenerationSettings, fingerprint: str) -> dict:
+    record = settings_record(settings)
+    history_frames = state.video.shape[2] - settings.num_sections * record["latent_window_size"]
+    if history_frames < 1:
+        raise InputError(f"the state's video has {state.video.shape[2]} latent frames, fewer than the "
+                         f"{settings.num_sections} sections of {record['latent_window_size']} frames plus the start "
+                         "latent that the settings make: save the state of a run with these settings.")
+    return {"format": layout.format, "version": str(layout.version), "next_section": str(state.next_section),
+            "history_frames": str(history_frames), "settings": json.dumps(record, sort_keys=True),
+            "fingerprint": fingerprint}
+
+
+def encoded(metadata: dict, **tensors) -> tuple[bytes, str]:
+    """(safetensors bytes, checksum) of ``tensors`` (latents float32, generator state uint8) and ``metadata``."""
+    tensors = {name: t.detach().to("cpu", torch.float32 if name != "generator_state" else torch.uint8).contiguous()
+               for name, t in tensors.items()}
+    digest = checksum(metadata, *tensors.values())
+    return safetensors_bytes(tensors, {**metadata, "checksum": digest}), digest
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -74,7 +100,7 @@ def write_atomically(path: Path, data: bytes) -> None:
         descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     except OSError as err:
         raise ResumeError(f"cannot write the resume file {path}: {err}. Check that the folder exists and is "
-                          "writable.") from None
+                          "writable, or turn resuming off.") from None
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
@@ -104,23 +130,210 @@ def sync_folder(folder: Path) -> None:
         log.warning("could not fsync the folder %s after writing a resume file: %s", folder, err)
 
 
-class ResumeWriter:
-    """An ``on_section`` callback for ``generate`` that saves a resume file after every finished section.
+# ------------------------------------------------------------------------------------------- run folders
 
-    ``on_section``, if given, is called after the file is written, so a cancel raised from it (or from a
-    later step) loses nothing that was finished.
+HEADER_NAME = "run.safetensors"
+PIECE_NAME = re.compile(r"section_(\d{5})\.safetensors")
+# What to do when saving fails during a run: go on without saving, or stop the run.
+CONTINUE, STOP = "continue", "stop"
+
+
+def piece_path(folder: Path, section: int) -> Path:
+    return folder / f"section_{section:05d}.safetensors"
+
+
+def section_pieces(folder: Path) -> dict[int, Path]:
+    """The section pieces in a run folder by section number (an unreadable folder has none)."""
+    try:
+        names = [entry.name for entry in os.scandir(folder)]
+    except OSError:
+        return {}
+    return {int(match[1]): folder / name for name in names if (match := PIECE_NAME.fullmatch(name))}
+
+
+class ResumeWriter:
+    """An ``on_section`` callback for ``generate`` that saves the run to a run folder after every section.
+
+    It starts from ``start``, the state the run begins with (``initial_state`` or a loaded resume state): when
+    ``folder`` already holds this run up to ``start``, it goes on appending there; otherwise the folder is
+    (re)started with a header holding ``start``. After that, each section writes only its own piece, so the cost
+    per section is constant. ``on_section``, if given, is called after the piece is written, so a cancel raised
+    from it (or from a later step) loses nothing that was finished. A failed write stops the run with a
+    ResumeError naming the folder when ``on_failure`` is ``"stop"``; with ``"continue"`` it is logged once and
+    the run goes on without saving.
     """
 
-    def __init__(self, path, settings: GenerationSettings, fingerprint: str, on_section: Callable | None = None):
-        self.path, self.settings, self.fingerprint, self.on_section = path, settings, fingerprint, on_section
+    def __init__(self, folder, settings: GenerationSettings, fingerprint: str, start: GenerationState, *,
+                 on_section: Callable | None = None, on_failure: str = CONTINUE):
+        if on_failure not in (CONTINUE, STOP):
+            raise InputError(f"on_failure must be {CONTINUE!r} or {STOP!r}, got {on_failure!r}.")
+        check_fingerprint_argument(fingerprint)
+        self.folder, self.settings, self.on_section, self.on_failure = Path(os.fspath(folder)), settings, on_section, on_failure
+        self.run_id = None
+        self.guarded(lambda: self.begin(start, fingerprint))
 
     def __call__(self, plan, latents, state: GenerationState) -> None:
-        try:
-            save_resume(self.path, state, self.settings, self.fingerprint)
-        except ResumeError as err:  # a full disk must not cost the video being generated
-            log.warning("the run goes on without a resume file: %s", err)
+        if self.run_id is not None:
+            self.guarded(lambda: self.write_piece(plan.index, latents, state.generator_state))
         if self.on_section is not None:
             self.on_section(plan, latents, state)
+
+    def guarded(self, write: Callable) -> None:
+        try:
+            write()
+        except ResumeError as err:
+            if self.on_failure == STOP:
+                raise
+            self.run_id = None
+            log.warning("FramePack: the run goes on without saving its sections (a cancel or crash will start it "
+                        "over): %s", err)
+
+    def begin(self, start: GenerationState, fingerprint: str) -> None:
+        try:
+            saved = read_run(self.folder, self.settings, fingerprint)
+        except ResumeError:
+            saved = None
+        if saved is not None and saved.base_section <= start.next_section <= saved.state.next_section:
+            self.run_id = saved.run_id  # the same run: keep its pieces before ``start``, drop the rest
+            stale = [path for section, path in section_pieces(self.folder).items() if section >= start.next_section]
+        else:
+            make_folder(self.folder)
+            stale = list(section_pieces(self.folder).values())
+        # Temporary files of writes a crash interrupted (a finished write renames its file).
+        stale += [self.folder / name for name in os.listdir(self.folder) if name.endswith(".partial")]
+        for path in stale:
+            remove_file(path)
+        if self.run_id is None:
+            self.write_header(start, fingerprint)
+
+    def write_header(self, start: GenerationState, fingerprint: str) -> None:
+        metadata = state_metadata(RUN_HEADER, start, self.settings, fingerprint)
+        history_frames = int(metadata["history_frames"])
+        # A fresh run holds only its history; a continued one its whole video so far (written once).
+        frames = history_frames if start.next_section == 0 else start.video.shape[2]
+        data, digest = encoded(metadata, video=start.video[:, :, :frames], generator_state=start.generator_state)
+        write_atomically(self.folder / HEADER_NAME, data)
+        self.run_id = digest
+
+    def write_piece(self, section: int, latents: torch.Tensor, generator_state: torch.Tensor) -> None:
+        metadata = {"format": SECTION_PIECE.format, "version": str(SECTION_PIECE.version), "section": str(section),
+                    "run": self.run_id}
+        data, _ = encoded(metadata, latents=latents, generator_state=generator_state)
+        write_atomically(piece_path(self.folder, section), data)
+
+
+def make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ResumeError(f"cannot create the resume folder {folder}: {err}. Make its parent folder writable (or "
+                          "free some disk space), or turn resuming off.") from None
+
+
+def remove_file(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as err:
+        raise ResumeError(f"cannot remove the stale resume piece {path}: {err}. Make the folder writable, or "
+                          "delete the folder to start a new generation.") from None
+
+
+@dataclasses.dataclass
+class SavedRun:
+    """A run folder read back: the state after its last good piece, its header's identity and first section."""
+
+    state: GenerationState
+    run_id: str
+    base_section: int
+
+
+def read_run(folder: Path, settings: GenerationSettings, fingerprint: str) -> SavedRun:
+    """Read a run folder's header and its consecutive good section pieces, and check they continue this run."""
+    header = folder / HEADER_NAME
+    if not header.is_file():
+        raise ResumeError(f"resume folder {folder} has no {HEADER_NAME}: it is not a FramePack run folder, or its "
+                          f"run never saved a section; {START_OVER}.")
+    metadata, tensors = read_checked(header, RUN_HEADER)
+    run_id = checksum(metadata, *tensors.values())
+    check_settings_match(folder, json.loads(metadata["settings"]), settings_record(settings))
+    history_frames, base = int(metadata["history_frames"]), int(metadata["next_section"])
+    prefix = tensors["video"]
+    saved = ResumeFile(base, history_frames, json.loads(metadata["settings"]), metadata["fingerprint"], prefix,
+                       tensors["generator_state"])
+    plans = checked_plans(folder, saved, settings)
+    total = plans[0].total_latent_frames
+    if prefix.shape[2] > total:
+        raise ResumeError(f"resume folder {folder} is damaged: its header holds {prefix.shape[2]} latent frames, "
+                          f"more than the {total} of the video; {START_OVER}.")
+    video = prefix.new_zeros((1, 16, total) + tuple(prefix.shape[3:]))
+    video[:, :, :prefix.shape[2]] = prefix
+    saved.video = video
+    pieces = section_pieces(folder)
+    while saved.next_section < len(plans) and saved.next_section in pieces:
+        plan = plans[saved.next_section]
+        try:
+            latents, generator_state = read_piece(pieces[plan.index], plan, run_id, tuple(video.shape[3:]))
+        except ResumeError as err:
+            log.warning("FramePack: %s. Section %d is computed again.", err, plan.index + 1)
+            break
+        video[:, :, plan.position:plan.position + plan.latent_window_size] = latents
+        saved.generator_state, saved.next_section = generator_state, plan.index + 1
+    check_identity(folder, saved, settings, fingerprint)
+    return SavedRun(GenerationState(video, saved.next_section, saved.generator_state), run_id, base)
+
+
+def read_piece(path: Path, plan, run_id: str, size: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    metadata, tensors = read_checked(path, SECTION_PIECE)
+    expected = (1, 16, plan.latent_window_size) + size
+    if metadata["run"] != run_id or metadata["section"] != str(plan.index):
+        raise ResumeError(f"resume piece {path} belongs to another run or section (section {metadata['section']})")
+    if tuple(tensors["latents"].shape) != expected:
+        raise ResumeError(f"resume piece {path} holds latents of shape {tuple(tensors['latents'].shape)}, expected "
+                          f"{expected}")
+    return tensors["latents"], tensors["generator_state"]
+
+
+def run_is_finished(folder: Path) -> bool:
+    """Whether a run folder holds its last section (from the header's settings; no tensor data is read)."""
+    try:
+        with safe_open(str(folder / HEADER_NAME), framework="pt", device="cpu") as handle:
+            num_sections = json.loads((handle.metadata() or {}).get("settings", "{}")).get("num_sections")
+    except (SafetensorError, OSError, ValueError, AttributeError):
+        return False
+    return isinstance(num_sections, int) and num_sections - 1 in section_pieces(folder)
+
+
+def prune_runs(root, *, keep_finished: int, keep_unfinished: int, keep: tuple = ()) -> list[Path]:
+    """Delete all but the newest ``keep_finished`` finished and ``keep_unfinished`` unfinished run folders.
+
+    Run folders are the ``framepack_*`` folders under ``root`` holding a run header; ``keep`` are never
+    deleted. Returns the deleted folders; a folder that cannot be deleted is logged and left.
+    """
+    root = Path(os.fspath(root))
+    try:
+        folders = [Path(e.path) for e in os.scandir(root) if e.is_dir(follow_symlinks=False)
+                   and e.name.startswith("framepack_") and (Path(e.path) / HEADER_NAME).is_file()]
+    except OSError:
+        return []
+    folders = [f for f in folders if f not in {Path(k) for k in keep}]
+    folders.sort(key=last_write, reverse=True)
+    finished = [f for f in folders if run_is_finished(f)]
+    unfinished = [f for f in folders if f not in finished]
+    removed = []
+    for folder in finished[keep_finished:] + unfinished[keep_unfinished:]:
+        try:
+            shutil.rmtree(folder)
+            removed.append(folder)
+        except OSError as err:
+            log.warning("FramePack: could not remove the old resume folder %s: %s", folder, err)
+    return removed
+
+
+def last_write(folder: Path) -> float:
+    try:
+        return max(entry.stat().st_mtime for entry in os.scandir(folder))
+    except (OSError, ValueError):
+        return 0.0
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -138,87 +351,124 @@ class ResumeFile:
 
 
 def load_resume(path, settings: GenerationSettings, fingerprint: str) -> GenerationState:
-    """Read a resume file written by ``save_resume`` and check it continues this exact run.
+    """Read a saved run (a run folder, or a single file from ``save_resume``) and check it continues this run.
 
-    Raises ResumeError when the file is missing, damaged, of another format version, or was written with
-    other settings (naming each one with both values) or another model or conditioning (the fingerprint).
+    Raises ResumeError when it is missing, damaged, of another format version, holds NaN or infinite latents,
+    or was written with other settings (naming each one with both values) or another model or conditioning
+    (the fingerprint). In a run folder, a damaged last section piece is dropped (that section is computed again).
     """
     path = Path(os.fspath(path))
     check_fingerprint_argument(fingerprint)
+    if path.is_dir():
+        return read_run(path, settings, fingerprint).state
     saved = read_resume_file(path)
+    check_identity(path, saved, settings, fingerprint)
+    return GenerationState(saved.video, saved.next_section, saved.generator_state)
+
+
+def check_identity(path: Path, saved: ResumeFile, settings: GenerationSettings, fingerprint: str) -> None:
+    """Settings, fingerprint, plan and finiteness of a saved state, against the current run."""
     check_settings_match(path, saved.settings, settings_record(settings))
     if saved.fingerprint != fingerprint:
         raise ResumeError(
             f"resume file {path} was written for another model or other conditioning (fingerprint "
-            f"{saved.fingerprint[:12]}… in the file, {fingerprint[:12]}… now): load the same transformer, start "
-            f"image, prompts, image embeddings, end frame and keyframes as the interrupted run, or {START_OVER}.")
+            f"{saved.fingerprint[:12]}… in the file, {fingerprint[:12]}… now): load the same transformer, LoRAs, "
+            f"sampler, start image, prompts, image embeddings, end frame and keyframes as the interrupted run, or "
+            f"{START_OVER}.")
     check_fits_plan(path, saved, settings)
-    return GenerationState(saved.video, saved.next_section, saved.generator_state)
+    if not bool(torch.isfinite(saved.video).all()):
+        raise ResumeError(f"resume file {path} holds NaN or infinite latents: the interrupted run had already gone "
+                          f"wrong (a NaN in the model or its inputs), so continuing it would finish a broken video. "
+                          f"{START_OVER[0].upper()}{START_OVER[1:]} (and check the model and its inputs).")
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """What one kind of resume file holds: its format name and version, tensors (name -> dtype), metadata fields."""
+
+    format: str
+    version: int
+    tensors: dict
+    fields: dict
+    json_fields: tuple = ()
+
+
+STATE_FIELDS = {"next_section": COUNT, "history_frames": COUNT, "fingerprint": HEX64, "checksum": HEX64}
+SINGLE_FILE = Layout(FORMAT, VERSION, TENSORS, STATE_FIELDS, ("settings",))
+# A run folder's header: "video" holds the frames that exist before its first section (zeros follow them).
+RUN_HEADER = Layout(f"{FORMAT}_run", 2, TENSORS, STATE_FIELDS, ("settings",))
+SECTION_PIECE = Layout(f"{FORMAT}_section", 2, {"latents": "F32", "generator_state": "U8"},
+                       {"section": COUNT, "run": HEX64, "checksum": HEX64})
 
 
 def read_resume_file(path: Path) -> ResumeFile:
-    """Open, parse and checksum a resume file; every problem becomes a ResumeError naming the file."""
+    """Open, parse and checksum a single-file resume state; every problem becomes a ResumeError naming the file."""
+    metadata, tensors = read_checked(path, SINGLE_FILE)
+    return ResumeFile(int(metadata["next_section"]), int(metadata["history_frames"]), json.loads(metadata["settings"]),
+                      metadata["fingerprint"], tensors["video"], tensors["generator_state"])
+
+
+def read_checked(path: Path, layout: Layout) -> tuple[dict, dict]:
+    """(metadata without the checksum, tensors) of a file of ``layout``, after checking all of it."""
     if not path.is_file():
         raise ResumeError(f"resume file not found: {path}. Check the path, or {START_OVER}.")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = parse_metadata(path, handle.metadata() or {})
-            check_tensor_directory(path, {name: handle.get_slice(name) for name in handle.keys()})
-            # Clone: the loaded tensors must not keep the file mapped (it is replaced after the next section).
-            video = handle.get_tensor("video").clone()
-            generator_state = handle.get_tensor("generator_state").clone()
+            metadata = parse_metadata(path, handle.metadata() or {}, layout)
+            check_tensor_directory(path, {name: handle.get_slice(name) for name in handle.keys()}, layout)
+            # Clone: the loaded tensors must not keep the file mapped (it may be replaced later).
+            tensors = {name: handle.get_tensor(name).clone() for name in layout.tensors}
     except SafetensorError as err:
         raise ResumeError(f"resume file {path} is not a readable safetensors file ({err}); it is truncated or "
                           f"corrupt: {START_OVER}.") from None
     except OSError as err:
         raise ResumeError(f"cannot read the resume file {path}: {err}.") from None
     stored = metadata.pop("checksum")
-    if checksum(metadata, video, generator_state) != stored:
+    if checksum(metadata, *tensors.values()) != stored:
         raise ResumeError(f"resume file {path} is damaged: its contents do not match the checksum written with "
                           f"them; {START_OVER}.")
-    return ResumeFile(int(metadata["next_section"]), int(metadata["history_frames"]), json.loads(metadata["settings"]),
-                      metadata["fingerprint"], video, generator_state)
+    return metadata, tensors
 
 
-def parse_metadata(path: Path, metadata: dict) -> dict:
+def parse_metadata(path: Path, metadata: dict, layout: Layout) -> dict:
     """Check the metadata's keys and value formats; returns it unchanged."""
-    if metadata.get("format") != FORMAT:
+    if metadata.get("format") != layout.format:
         raise ResumeError(f"{path} is not a FramePack resume file (metadata 'format' is {metadata.get('format')!r}, "
-                          f"expected {FORMAT!r}); point to the file written by the resume option.")
+                          f"expected {layout.format!r}); point to the file written by the resume option.")
     version = metadata.get("version")
-    if version != str(VERSION):
+    if version != str(layout.version):
         raise ResumeError(f"resume file {path} has format version {version!r}; this FramePack reads version "
-                          f"{VERSION}: {START_OVER}.")
-    formats = {"next_section": COUNT, "history_frames": COUNT, "fingerprint": HEX64, "checksum": HEX64}
-    for key, pattern in formats.items():
+                          f"{layout.version}: {START_OVER}.")
+    for key, pattern in layout.fields.items():
         if not isinstance(metadata.get(key), str) or not pattern.fullmatch(metadata[key]):
             raise ResumeError(f"resume file {path} is damaged: metadata {key!r} is {metadata.get(key)!r}; "
                               f"{START_OVER}.")
-    try:
-        settings = json.loads(metadata.get("settings", ""))
-    except (TypeError, ValueError, RecursionError):
-        settings = None
-    if not isinstance(settings, dict):
-        raise ResumeError(f"resume file {path} is damaged: metadata 'settings' is not a JSON object; {START_OVER}.")
+    for key in layout.json_fields:
+        try:
+            value = json.loads(metadata.get(key, ""))
+        except (TypeError, ValueError, RecursionError):
+            value = None
+        if not isinstance(value, dict):
+            raise ResumeError(f"resume file {path} is damaged: metadata {key!r} is not a JSON object; {START_OVER}.")
     return dict(metadata)
 
 
-def check_tensor_directory(path: Path, slices: dict) -> None:
+def check_tensor_directory(path: Path, slices: dict, layout: Layout) -> None:
     """Tensor names, dtypes and shapes, checked before any data is read."""
-    if set(slices) != set(TENSORS):
-        raise ResumeError(f"resume file {path} holds tensors {sorted(slices)}, expected {sorted(TENSORS)}; "
+    if set(slices) != set(layout.tensors):
+        raise ResumeError(f"resume file {path} holds tensors {sorted(slices)}, expected {sorted(layout.tensors)}; "
                           f"{START_OVER}.")
-    for name, dtype in TENSORS.items():
+    for name, dtype in layout.tensors.items():
         if slices[name].get_dtype() != dtype:
             raise ResumeError(f"resume file {path} is damaged: tensor {name!r} is {slices[name].get_dtype()}, "
                               f"expected {dtype}; {START_OVER}.")
-    video, generator = tuple(slices["video"].get_shape()), tuple(slices["generator_state"].get_shape())
-    if len(video) != 5 or video[:2] != (1, 16) or min(video[2:]) < 1:
-        raise ResumeError(f"resume file {path} is damaged: the video has shape {video}, expected "
-                          f"(1, 16, frames, height, width); {START_OVER}.")
-    if generator != (GENERATOR_STATE_SIZE,):
-        raise ResumeError(f"resume file {path} is damaged: the generator state has shape {generator}, expected "
-                          f"({GENERATOR_STATE_SIZE},) (a CPU torch.Generator state); {START_OVER}.")
+        shape = tuple(slices[name].get_shape())
+        if name == "generator_state" and shape != (GENERATOR_STATE_SIZE,):
+            raise ResumeError(f"resume file {path} is damaged: the generator state has shape {shape}, expected "
+                              f"({GENERATOR_STATE_SIZE},) (a CPU torch.Generator state); {START_OVER}.")
+        if dtype == "F32" and (len(shape) != 5 or shape[:2] != (1, 16) or min(shape[2:]) < 1):
+            raise ResumeError(f"resume file {path} is damaged: the {name} has shape {shape}, expected "
+                              f"(1, 16, frames, height, width); {START_OVER}.")
 
 
 def check_settings_match(path: Path, saved: dict, current: dict) -> None:
@@ -230,8 +480,8 @@ def check_settings_match(path: Path, saved: dict, current: dict) -> None:
                           f"interrupted run's settings to continue it, or {START_OVER}.")
 
 
-def check_fits_plan(path: Path, saved: ResumeFile, settings: GenerationSettings) -> None:
-    """The section count and video length must be those of the settings' plan (with the file's history)."""
+def checked_plans(path: Path, saved: ResumeFile, settings: GenerationSettings) -> list:
+    """The settings' plan with the file's history frames; the file's next section must lie within it."""
     try:
         plans = settings.plans(saved.history_frames)
     except FramePackError as err:
@@ -240,6 +490,12 @@ def check_fits_plan(path: Path, saved: ResumeFile, settings: GenerationSettings)
     if saved.next_section > len(plans):
         raise ResumeError(f"resume file {path} says section {saved.next_section} is next, but the settings plan "
                           f"{len(plans)} sections; {START_OVER}.")
+    return plans
+
+
+def check_fits_plan(path: Path, saved: ResumeFile, settings: GenerationSettings) -> None:
+    """The section count and video length must be those of the settings' plan (with the file's history)."""
+    plans = checked_plans(path, saved, settings)
     frames = plans[0].total_latent_frames
     if saved.video.shape[2] != frames or saved.video.shape[3] % 2 or saved.video.shape[4] % 2:
         raise ResumeError(f"resume file {path} holds a video of shape {tuple(saved.video.shape)}, but the settings "
@@ -260,10 +516,10 @@ def settings_record(settings: GenerationSettings) -> dict:
     return record
 
 
-def checksum(metadata: dict, video: torch.Tensor, generator_state: torch.Tensor) -> str:
+def checksum(metadata: dict, *tensors: torch.Tensor) -> str:
     """sha256 of the metadata and of each tensor's shape and bytes (a header edit may reshape a tensor)."""
     digest = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode())
-    for tensor in (video, generator_state):
+    for tensor in tensors:
         digest.update(f"{tuple(tensor.shape)}".encode())
         digest.update(tensor_bytes(tensor))
     return digest.hexdigest()

@@ -9,10 +9,11 @@ from comfy_api.latest import io
 
 from ..framepack_core import (MODES, GenerationInputs, GenerationSettings, InputError, generate, get_schedule,
                               section_count)
-from ..framepack_core.resume import ResumeWriter, load_resume
+from ..framepack_core.generate import initial_state
+from ..framepack_core.resume import CONTINUE, STOP, ResumeWriter, load_resume
 from .comfy_sampling import SAMPLER_NAMES, ComfySectionSampler, framepack_sampler
 from .convert import image_embeddings, latent_frames, text_conditioning, to_comfy_latent
-from .resume import AUTO, chosen_path, resume_choices, run_fingerprint
+from .resume import AUTO, chosen_path, remove_old_runs, resume_choices, run_fingerprint
 from .types import KeyframesSocket, PromptsSocket, ScheduleSocket
 
 log = logging.getLogger(__name__)
@@ -116,9 +117,11 @@ class FramePackSampler(io.ComfyNode):
                                 tooltip="An existing video's latents to extend (vanilla / anti_drifting): the new "
                                         "sections continue after its last frame."),
                 io.Combo.Input("resume_file", options=resume_choices(), default=AUTO, optional=True,
-                               tooltip="After every section the run's state is saved to output/framepack_resume. "
-                                       "'auto' continues a cancelled or crashed run of the same graph from its last "
-                                       "finished section; 'off' neither saves nor resumes; or pick a file."),
+                               tooltip="After every section the new section is saved to a run folder in "
+                                       "output/framepack_resume (a small file per section). 'auto' continues a "
+                                       "cancelled or crashed run of the same graph from its last finished section, "
+                                       "and returns a finished one at once; 'off' neither saves nor resumes; or pick a "
+                                       "saved run. The newest 3 finished and 5 unfinished runs are kept."),
                 io.Int.Input("width", default=640, min=16, max=4096, step=16, optional=True,
                              tooltip="Text-to-video width in pixels (used only without start_latent)."),
                 io.Int.Input("height", default=608, min=16, max=4096, step=16, optional=True,
@@ -128,6 +131,10 @@ class FramePackSampler(io.ComfyNode):
                                tooltip="MagCache instead of TeaCache: skip steps while the estimated change of the "
                                        "model's residual stays small. 0 = off, 0.1 usual. Needs real_cfg 1 and "
                                        "teacache_threshold 0."),
+                io.Combo.Input("resume_write_failure", options=[CONTINUE, STOP], default=CONTINUE, optional=True,
+                               tooltip="When the resume folder cannot be written (read-only, full disk): 'continue' "
+                                       "the run without saving sections (a cancel then starts over), or 'stop' it "
+                                       "with a message naming the folder."),
             ],
             outputs=[io.Latent.Output(tooltip="The whole video's latents, for VAEDecodeTiled.")],
         )
@@ -138,7 +145,7 @@ class FramePackSampler(io.ComfyNode):
                 negative=None, schedule=None, sampler=None, end_latent=None, end_clip_vision_output=None,
                 interpolate_image_embeddings=False, keyframes=None, prompts=None, prompt_blend_seconds=0.0,
                 initial_latents=None, resume_file=AUTO, width=640, height=608,
-                magcache_threshold=0.0) -> io.NodeOutput:
+                magcache_threshold=0.0, resume_write_failure=CONTINUE) -> io.NodeOutput:
         config = model.model.diffusion_model.config
         schedule = schedule or {"schedule": None, "latent_window_size": 9}
         window = get_schedule(schedule["schedule"], sampling_mode, schedule["latent_window_size"]).latent_window_size
@@ -156,17 +163,25 @@ class FramePackSampler(io.ComfyNode):
                               end_clip_vision_output, keyframes, prompts, initial_latents, width, height, real_cfg)
         total_steps = settings.num_sections * settings.steps
         section_sampler = ComfySectionSampler(model, sampler or framepack_sampler(sampler_name), total_steps)
-        run_fp = run_fingerprint(model, inputs)
+        run_fp = run_fingerprint(model, inputs, sampler)
         source, target = chosen_path(resume_file, run_fp, settings)
         resume = None if source is None else load_resume(source, settings, run_fp)
         if resume is not None:
             log.info("FramePack: resuming %s at section %d of %d", source, resume.next_section + 1,
                      settings.num_sections)
-        writer = None if target is None else ResumeWriter(target, settings, run_fp)
-        video = generate(section_sampler, inputs, settings, on_section=writer, resume=resume)
+        writer = None
         if target is not None:
-            target.unlink(missing_ok=True)  # finished: the output holds the whole video now
+            remove_old_runs(target, *([source] if source else []))
+            start = resume or initial_state(inputs, settings.plans(history_frames(inputs)), settings)
+            writer = ResumeWriter(target, settings, run_fp, start, on_failure=resume_write_failure)
+        # The saved run stays after the video is finished, until the retention policy removes it: a crash in a
+        # later node (a VAE decode out of memory) then costs no sampling.
+        video = generate(section_sampler, inputs, settings, on_section=writer, resume=resume)
         return io.NodeOutput(to_comfy_latent(video))
+
+
+def history_frames(inputs: GenerationInputs) -> int:
+    return 1 if inputs.history is None else inputs.history.shape[2]
 
 
 def build_inputs(config, positive, negative, start_latent, clip_vision_output, end_latent, end_clip_vision_output,

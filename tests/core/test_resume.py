@@ -14,7 +14,7 @@ from framepack_core.conditioning import TextConditioning
 from framepack_core.errors import InputError, ResumeError
 from framepack_core.generate import (GenerationInputs, GenerationSettings, TransformerSectionSampler, generate,
                                      initial_state)
-from framepack_core.resume import ResumeWriter, fingerprint, load_resume, save_resume
+from framepack_core.resume import ResumeWriter, encoded, fingerprint, load_resume, prune_runs, save_resume
 
 SETTINGS = GenerationSettings(mode="inverted_anti_drifting", num_sections=5, latent_window_size=2, steps=2, seed=9)
 
@@ -68,22 +68,28 @@ def cancel_in_section(index, step):
     return None, on_step
 
 
+def run_writer(folder, model_identity, on_section=None, settings=SETTINGS, inputs=None, **options):
+    start = initial_state(inputs or make_inputs(), settings.plans(), settings)
+    return ResumeWriter(folder, settings, model_identity, start, on_section=on_section, **options)
+
+
 @pytest.mark.parametrize("cancel, done", [(cancel_at_section(0), 1), (cancel_at_section(2), 3),
                                           (cancel_at_section(3), 4), (cancel_in_section(4, 1), 4)],
                          ids=["after-section-0", "after-section-2", "after-section-3", "mid-section-4"])
 def test_cancelled_run_resumes_bit_identically(tmp_path, model, uninterrupted, identity, cancel, done):
-    path = tmp_path / "run.resume.safetensors"
+    folder = tmp_path / "framepack_run"
     on_section, on_step = cancel
     with pytest.raises(Cancel):
         generate(TransformerSectionSampler(model), make_inputs(), SETTINGS,
-                 on_section=ResumeWriter(path, SETTINGS, identity, on_section), on_step=on_step)
-    state = load_resume(path, SETTINGS, fingerprint(model, make_inputs()))
+                 on_section=run_writer(folder, identity, on_section), on_step=on_step)
+    state = load_resume(folder, SETTINGS, fingerprint(model, make_inputs()))
     assert state.next_section == done
-    resumed = generate(TransformerSectionSampler(model), make_inputs(), SETTINGS, resume=state,
-                       on_section=ResumeWriter(path, SETTINGS, identity))
+    writer = ResumeWriter(folder, SETTINGS, identity, state)
+    resumed = generate(TransformerSectionSampler(model), make_inputs(), SETTINGS, resume=state, on_section=writer)
     torch.testing.assert_close(resumed, uninterrupted, atol=0, rtol=0)
-    assert load_resume(path, SETTINGS, identity).next_section == SETTINGS.num_sections
-    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    assert load_resume(folder, SETTINGS, identity).next_section == SETTINGS.num_sections
+    assert sorted(p.name for p in folder.iterdir()) == ["run.safetensors"] + [
+        f"section_{i:05d}.safetensors" for i in range(SETTINGS.num_sections)]
 
 
 def test_file_layout_is_plain_safetensors(saved):
@@ -237,3 +243,181 @@ def test_resume_state_of_another_run_is_refused_by_generate(identity):
     state = initial_state(make_inputs(size=10), SETTINGS.plans(), SETTINGS)
     with pytest.raises(InputError, match="resume with the inputs and settings of the interrupted run"):
         generate(lambda job: job.noise, make_inputs(), SETTINGS, resume=state)
+
+
+# ----------------------------------------------------------------------------------------------- run folders
+
+LONG = GenerationSettings(mode="vanilla", num_sections=60, latent_window_size=2, steps=1, seed=4)
+
+
+def noise_sampler(job):
+    """A stand-in section sampler: the section's noise, so long runs take no model time."""
+    return job.noise * 0.5
+
+
+def test_a_section_writes_the_same_few_bytes_at_section_5_and_section_50(tmp_path):
+    folder = tmp_path / "framepack_long"
+    writer = run_writer(folder, "cd" * 32, settings=LONG)
+    header = (folder / "run.safetensors").stat()
+    generate(noise_sampler, make_inputs(), LONG, on_section=writer)
+    sizes = {i: (folder / f"section_{i:05d}.safetensors").stat().st_size for i in (5, 50)}
+    assert sizes[5] == sizes[50]
+    latent_bytes = 16 * 2 * 8 * 8 * 4
+    assert latent_bytes < sizes[5] < latent_bytes + 16_000  # the latents, the generator state and a small header
+    assert (folder / "run.safetensors").stat().st_mtime_ns == header.st_mtime_ns  # written once, never again
+    state = load_resume(folder, LONG, "cd" * 32)
+    assert state.next_section == LONG.num_sections
+    torch.testing.assert_close(state.video, generate(noise_sampler, make_inputs(), LONG), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "other-run", "empty"])
+def test_a_torn_last_piece_is_dropped_and_computed_again(tmp_path, damage, caplog):
+    folder, identity = tmp_path / "framepack_torn", "cd" * 32
+    settings = dataclasses.replace(LONG, num_sections=6)
+    with pytest.raises(Cancel):
+        generate(noise_sampler, make_inputs(), settings,
+                 on_section=run_writer(folder, identity, cancel_at_section(3)[0], settings=settings))
+    last = folder / "section_00003.safetensors"
+    data = last.read_bytes()
+    if damage == "truncated":
+        last.write_bytes(data[:len(data) // 2])
+    elif damage == "flipped":
+        last.write_bytes(data[:-10] + bytes([data[-10] ^ 1]) + data[-9:])
+    elif damage == "other-run":
+        other = tmp_path / "framepack_other"
+        generate(noise_sampler, make_inputs(seed=5), settings,
+                 on_section=run_writer(other, identity, settings=settings, inputs=make_inputs(seed=5)))
+        last.write_bytes((other / last.name).read_bytes())
+    else:
+        last.write_bytes(b"")
+    (folder / ".section_00004.safetensors.x1y2.partial").write_bytes(b"half a write")
+    state = load_resume(folder, settings, identity)
+    assert state.next_section == 3
+    assert "Section 4 is computed again" in caplog.text and str(last) in caplog.text
+    resumed = generate(noise_sampler, make_inputs(), settings, resume=state,
+                       on_section=ResumeWriter(folder, settings, identity, state))
+    torch.testing.assert_close(resumed, generate(noise_sampler, make_inputs(), settings), atol=0, rtol=0)
+    assert not list(folder.glob("*.partial"))
+    assert load_resume(folder, settings, identity).next_section == 6
+
+
+KILLED_RUN = """
+import sys, torch
+sys.path.insert(0, {repo!r})
+from tests.core.test_resume import LONG, make_inputs, noise_sampler, run_writer
+from framepack_core.generate import generate
+writer = run_writer({folder!r}, "cd" * 32, settings=LONG)
+generate(noise_sampler, make_inputs(), LONG, on_section=lambda *a: (writer(*a), print("section", flush=True)))
+"""
+
+
+def test_a_process_killed_while_writing_leaves_a_resumable_run(tmp_path):
+    """SIGKILL at arbitrary moments of a run (most of its time is spent writing): what is left always resumes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = str(Path(__file__).resolve().parents[2])
+    expected = generate(noise_sampler, make_inputs(), LONG)
+    for attempt, delay in enumerate((0.0, 0.013, 0.031)):
+        folder = tmp_path / f"framepack_killed_{attempt}"
+        process = subprocess.Popen([sys.executable, "-c", KILLED_RUN.format(repo=repo, folder=str(folder))],
+                                   stdout=subprocess.PIPE, cwd=repo)
+        for _ in range(3 + 7 * attempt):
+            assert process.stdout.readline() == b"section\n"
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        state = load_resume(folder, LONG, "cd" * 32)
+        assert state.next_section >= 3 + 7 * attempt
+        resumed = generate(noise_sampler, make_inputs(), LONG, resume=state,
+                           on_section=ResumeWriter(folder, LONG, "cd" * 32, state))
+        torch.testing.assert_close(resumed, expected, atol=0, rtol=0)
+
+
+def test_a_nan_video_is_refused_rather_than_resumed(tmp_path, identity):
+    """A state saved by a version without per-section checks, or from a NaN the checks cannot see."""
+    folder = tmp_path / "framepack_nan"
+    with pytest.raises(Cancel):
+        generate(noise_sampler, make_inputs(), SETTINGS, on_section=run_writer(folder, identity,
+                                                                               cancel_at_section(1)[0]))
+    piece = folder / "section_00001.safetensors"
+    tensors = load_file(piece)
+    with safe_open(str(piece), "pt") as handle:
+        metadata = {k: v for k, v in handle.metadata().items() if k != "checksum"}
+    data, _ = encoded(metadata, latents=tensors["latents"] * float("nan"), generator_state=tensors["generator_state"])
+    piece.write_bytes(data)
+    with pytest.raises(ResumeError, match="holds NaN or infinite latents") as info:
+        load_resume(folder, SETTINGS, identity)
+    assert str(folder) in str(info.value)
+    state = initial_state(make_inputs(), SETTINGS.plans(), SETTINGS)
+    state.video[0, 0, 3] = float("inf")
+    with pytest.raises(InputError, match="NaN or infinite latents"):
+        generate(noise_sampler, make_inputs(), SETTINGS, resume=state)
+
+
+def test_a_single_file_state_is_read_and_continued_in_a_run_folder(tmp_path, model, uninterrupted, identity):
+    legacy, folder = tmp_path / "framepack_old.safetensors", tmp_path / "framepack_run"
+
+    def save_then_cancel(plan, latents, state):
+        save_resume(legacy, state, SETTINGS, identity)
+        cancel_at_section(1)[0](plan, latents, state)
+
+    with pytest.raises(Cancel):
+        generate(TransformerSectionSampler(model), make_inputs(), SETTINGS, on_section=save_then_cancel)
+    state = load_resume(legacy, SETTINGS, identity)
+    assert state.next_section == 2
+    with pytest.raises(Cancel):
+        generate(TransformerSectionSampler(model), make_inputs(), SETTINGS, resume=state,
+                 on_section=ResumeWriter(folder, SETTINGS, identity, state, on_section=cancel_at_section(3)[0]))
+    continued = load_resume(folder, SETTINGS, identity)
+    assert continued.next_section == 4 and sorted(p.name for p in folder.glob("section_*")) == [
+        "section_00002.safetensors", "section_00003.safetensors"]
+    resumed = generate(TransformerSectionSampler(model), make_inputs(), SETTINGS, resume=continued)
+    torch.testing.assert_close(resumed, uninterrupted, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("on_failure", ["continue", "stop"])
+def test_a_folder_that_cannot_be_written(tmp_path, identity, monkeypatch, caplog, on_failure):
+    """A file where the folder should be, or a disk that refuses writes: named, and continue or stop as chosen."""
+    blocked = tmp_path / "framepack_resume"
+    blocked.write_text("not a folder")
+    folder = blocked / "framepack_run"
+    if on_failure == "stop":
+        with pytest.raises(ResumeError, match="cannot create the resume folder") as info:
+            run_writer(folder, identity, on_failure=on_failure)
+        assert str(folder) in str(info.value) and "turn resuming off" in str(info.value)
+        writer = run_writer(tmp_path / "framepack_ok", identity, on_failure=on_failure)
+        monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(PermissionError(13, "Read-only")))
+        with pytest.raises(ResumeError, match="Read-only") as info:
+            generate(noise_sampler, make_inputs(), SETTINGS, on_section=writer)
+        assert "framepack_ok" in str(info.value)
+        return
+    video = generate(noise_sampler, make_inputs(), SETTINGS, on_section=run_writer(folder, identity))
+    torch.testing.assert_close(video, generate(noise_sampler, make_inputs(), SETTINGS), atol=0, rtol=0)
+    assert caplog.text.count("the run goes on without saving") == 1 and str(folder) in caplog.text
+
+
+def test_retention_keeps_the_newest_finished_and_unfinished_runs(tmp_path, identity):
+    short = dataclasses.replace(LONG, num_sections=2)
+    runs = []
+    for number in range(5):
+        folder = tmp_path / f"framepack_{number}"
+        finished = number % 2 == 0
+        on_section = None if finished else cancel_at_section(0)[0]
+        try:
+            generate(noise_sampler, make_inputs(), short,
+                     on_section=run_writer(folder, identity, on_section, settings=short))
+        except Cancel:
+            pass
+        os.utime(folder / "run.safetensors", (1000 + number, 1000 + number))
+        for piece in folder.glob("section_*"):
+            os.utime(piece, (1000 + number, 1000 + number))
+        runs.append(folder)
+    (tmp_path / "framepack_unrelated").mkdir()
+    removed = prune_runs(tmp_path, keep_finished=1, keep_unfinished=1, keep=(runs[0],))
+    assert sorted(p.name for p in removed) == ["framepack_1", "framepack_2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["framepack_0", "framepack_3", "framepack_4",
+                                                         "framepack_unrelated"]

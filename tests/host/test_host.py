@@ -245,10 +245,11 @@ def test_cancel_keeps_finished_sections_and_resume_is_bit_identical(server):
         return g
 
     folder = server.output_dir / "framepack_resume"
+    before = set(folder.glob("framepack_*"))
     answer = server.post("/prompt", {"prompt": graph("auto")})
     deadline = time.time() + 120
-    while not (folder.is_dir() and any(folder.glob("framepack_*.safetensors"))):
-        assert time.time() < deadline, "no resume file was written"
+    while not {p.parent for p in folder.glob("framepack_*/section_*.safetensors")} - before:
+        assert time.time() < deadline, "no section was saved"
         time.sleep(0.02)
     server.post("/interrupt", {})
     while answer["prompt_id"] not in server.get(f"/history/{answer['prompt_id']}"):
@@ -256,10 +257,10 @@ def test_cancel_keeps_finished_sections_and_resume_is_bit_identical(server):
     history = server.get(f"/history/{answer['prompt_id']}")[answer["prompt_id"]]
     assert history["status"]["status_str"] == "error"  # interrupted
     assert any(m[0] == "execution_interrupted" for m in history["status"]["messages"])
-    [saved] = folder.glob("framepack_*.safetensors")
+    [saved] = set(folder.glob("framepack_*")) - before
     resumed_history = server.run(graph("auto"))
     assert_success(resumed_history)
-    assert not saved.exists(), "a finished run removes its resume file"
+    assert len(list(saved.glob("section_*.safetensors"))) == 15, "a finished run keeps its sections (4 s, window 2)"
     uninterrupted = saved_latent(server, server.run(graph("off")))
     assert (saved_latent(server, resumed_history) - uninterrupted).abs().max() == 0
 
