@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Mapping
 
@@ -18,7 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .config import FramePackConfig, infer_config
-from .errors import CheckpointError, CheckpointNotFoundError, ConfigError
+from .errors import CheckpointError, CheckpointNotFoundError, ConfigError, NumericalError
 from .model import FramePackTransformer
 from .ops import CastOps
 
@@ -32,6 +33,8 @@ FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 # Modules the ComfyUI fp8 repacks keep in higher precision; only the blocks' Linear weights become fp8.
 FP8_KEEP_PREFIXES = ("x_embedder.", "clean_x_embedder.", "context_embedder.", "image_projection.",
                      "time_text_embed.", "norm_out.", "proj_out.")
+# A config.json is about 1 KB and a shard index about 100 KB.
+MAX_JSON_BYTES = 64 * 2**20
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 STORED_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
                  "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
@@ -95,6 +98,31 @@ def open_checkpoint(path) -> CheckpointSource:
     return open_files(path, [path], config=None)
 
 
+def check_regular_file(path: Path) -> None:
+    """Refuse a FIFO, device or socket before opening it: reading a FIFO would block forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        raise CheckpointError(f"cannot read {path}: {err}.") from None
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(f"{path} is not a regular file (it is a FIFO, device or socket); a checkpoint must be a "
+                              "plain .safetensors file. Replace it with the downloaded file.")
+
+
+def shard_path(folder: Path, name) -> Path:
+    """A shard named in the index, which must lie inside the folder once symlinks are resolved."""
+    if not isinstance(name, str) or not name:
+        raise CheckpointError(f"{folder / INDEX_NAME} names a shard {name!r}, which is not a file name; the diffusers "
+                              "folder is damaged: download it again.")
+    path = folder / name
+    root = folder.resolve()
+    if not path.resolve().is_relative_to(root):
+        raise CheckpointError(f"{folder / INDEX_NAME} names the shard {name!r}, which lies outside the model folder "
+                              f"({path.resolve()}); shards are only read from inside {root}. The index is damaged or "
+                              "was edited: download the model again.")
+    return path
+
+
 def open_folder(folder: Path) -> CheckpointSource:
     config = read_json(folder / "config.json") if (folder / "config.json").exists() else None
     index_path = folder / INDEX_NAME
@@ -102,8 +130,8 @@ def open_folder(folder: Path) -> CheckpointSource:
         weight_map = read_json(index_path).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise CheckpointError(f"{index_path} has no 'weight_map'; the diffusers folder is damaged: download it again.")
-        shards = sorted({folder / name for name in weight_map.values()})
-        absent = [s.name for s in shards if not s.is_file()]
+        shards = sorted({shard_path(folder, name) for name in weight_map.values()})
+        absent = [s.name for s in shards if not s.exists()]
         if absent:
             raise CheckpointError(
                 f"diffusers folder {folder} is incomplete: shard(s) {absent} listed in {INDEX_NAME} are missing. "
@@ -122,8 +150,15 @@ def open_folder(folder: Path) -> CheckpointSource:
 
 
 def read_json(path: Path) -> dict:
+    check_regular_file(path)
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise CheckpointError(f"{path} is {path.stat().st_size} bytes, more than any model's JSON file "
+                              f"({MAX_JSON_BYTES} at most); it is not a config or index: download the model again.")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise CheckpointError(f"cannot read {path}: its JSON is nested too deeply to be a model config or index. "
+                              "The file is damaged: download it again.") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"cannot read {path}: {err}. The file is damaged: download it again.") from None
     if not isinstance(data, dict):
@@ -146,6 +181,7 @@ def read_header(file: Path, source: CheckpointSource) -> None:
         raise CheckpointError(
             f"{file} is a pickle checkpoint; only .safetensors files are loaded because pickle files can run code. "
             "Use the .safetensors release of the model.")
+    check_regular_file(file)
     try:
         with safe_open(str(file), framework="pt") as handle:
             metadata = handle.metadata() or {}
@@ -214,6 +250,9 @@ def resolve_config(source: CheckpointSource, override) -> FramePackConfig:
         if "config" in source.metadata:
             return FramePackConfig.from_dict(json.loads(source.metadata["config"]))
         return infer_config(source.shapes)
+    except RecursionError:
+        raise CheckpointError(f"{source.path}: the config in the file's metadata is nested too deeply to be a model "
+                              "config; the file is damaged: download it again.") from None
     except (ConfigError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{source.path}: the model config is unusable: {err}") from None
 
@@ -304,15 +343,43 @@ def read_tensors(source: CheckpointSource, dtype, device) -> dict:
                     if stored is None:
                         raise CheckpointError(f"{file} stores {key} as {source.dtypes[key]}, not as floating point "
                                               "weights; it is not a usable FramePack checkpoint.")
-                    name, target = source.names[key], storage_dtype(key, stored, dtype)
-                    if target == stored:
-                        tensor = handle.get_tensor(name)
-                    else:
-                        tensor = read_copy(raw, offsets[name], stored, source.shapes[key], file).to(target)
-                    state[key] = tensor.to(device)
+                    target = storage_dtype(key, stored, dtype)
+                    state[key] = read_tensor(handle, raw, offsets, source, key, stored, target).to(device)
         except (SafetensorError, OSError) as err:
             raise CheckpointError(f"{file} could not be read ({err}); it is truncated or corrupt. Download it again.") from None
     return state
+
+
+def read_tensor(handle, raw, offsets, source: CheckpointSource, key: str, stored, target) -> torch.Tensor:
+    """One tensor in its storage dtype, checked for NaN / inf as read (the file's copy is freed on return)."""
+    name, file = source.names[key], source.files[key]
+    if target == stored:
+        tensor = handle.get_tensor(name)
+    else:
+        tensor = read_copy(raw, offsets[name], stored, source.shapes[key], file)
+    check_finite_weight(tensor, key, file)
+    return tensor.to(target)
+
+
+def finite(tensor: torch.Tensor) -> bool:
+    """All values finite; fp8 has no isfinite kernel, so its NaN / inf bit patterns are tested instead."""
+    if tensor.dtype == torch.float8_e4m3fn:  # NaN is S.1111.111; no inf
+        return not bool(((tensor.view(torch.uint8) & 0x7F) == 0x7F).any())
+    if tensor.dtype == torch.float8_e5m2:  # inf and NaN have the exponent 11111
+        return not bool(((tensor.view(torch.uint8) & 0x7C) == 0x7C).any())
+    # A sum is one pass with no full-size temporaries (isfinite makes two): a NaN or inf anywhere makes it
+    # non-finite. Only a sum that overflows without either gets the exact check.
+    total = tensor.sum(dtype=torch.float64 if tensor.dtype == torch.float64 else torch.float32)
+    return bool(torch.isfinite(total)) or bool(torch.isfinite(tensor).all())
+
+
+def check_finite_weight(tensor: torch.Tensor, key: str, file: Path) -> None:
+    """One reduction per tensor as it is read: a NaN weight would make every video silently NaN."""
+    if not finite(tensor):
+        bad = tensor.float().isfinite().logical_not().sum() if tensor.itemsize > 1 else "some"
+        raise NumericalError(f"{file}: tensor {key} holds {bad} NaN or infinite value(s) of {tensor.numel()}, so "
+                             "every output would be NaN. The file is damaged (or was saved from a diverged "
+                             "training run): download it again.")
 
 
 def data_offsets(raw) -> dict:

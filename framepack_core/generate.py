@@ -22,13 +22,13 @@ from .planning import SectionPlan, plan_sections
 from .sampling import FlowDenoiser, flow_sigmas, sample_euler, sample_unipc
 from .teacache import MagCache, StepCache, TeaCache
 from .validation import (MAX_SECTIONS, SAMPLERS, check_costs, check_finite, check_image_embeddings, check_latent,
-                         check_model_widths, check_same_widths, check_section_output, check_settings, check_text,
-                         is_number)
+                         check_keyframe_sections, check_model_widths, check_same_widths, check_section_output,
+                         check_settings, check_text, is_number)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["MAX_SECTIONS", "SAMPLERS", "GenerationInputs", "GenerationSettings", "GenerationState", "SectionJob",
-           "TransformerSectionSampler", "check_settings", "generate", "section_step_cache"]
+           "TransformerSectionSampler", "check_settings", "generate", "section_step_cache", "validate_run"]
 
 PROJ_NAMES = {"1x": "proj", "2x": "proj_2x", "4x": "proj_4x"}
 NAMED_SLOTS = (("4x", "clean_latents_4x", "clean_latent_4x_indices"),
@@ -155,14 +155,7 @@ def generate(sample_section: SectionSampler, inputs: GenerationInputs, settings:
     ``on_step(done, total, denoised)`` after every sampling step, with ``total = sections x steps``.
     ``resume`` continues from a state passed to ``on_section``; the result equals an uninterrupted run.
     """
-    check_settings(settings)
-    history_frames = 1 if inputs.history is None else inputs.history.shape[2]
-    plans = settings.plans(history_frames)
-    check_inputs(inputs, plans)
-    config = getattr(sample_section, "config", None)
-    if config is not None:
-        check_model_widths(inputs, config)
-    check_costs(plans, *inputs.start_latent.shape[-2:], config)
+    plans = validate_run(sample_section, inputs, settings)
     if resume is not None:
         check_resume(resume, plans, inputs)
     total_steps = len(plans) * settings.steps
@@ -194,6 +187,22 @@ def generate(sample_section: SectionSampler, inputs: GenerationInputs, settings:
         if on_section is not None:
             on_section(plan, latents, state)
     return state.video
+
+
+def validate_run(sample_section: SectionSampler, inputs: GenerationInputs, settings: GenerationSettings) -> list:
+    """Every check ``generate`` makes before any work (settings, inputs, widths, costs); returns the plans.
+
+    Callers that allocate for a run before calling ``generate`` (resume files) call it first.
+    """
+    check_settings(settings)
+    history_frames = 1 if inputs.history is None else inputs.history.shape[2]
+    plans = settings.plans(history_frames)
+    check_inputs(inputs, plans)
+    config = getattr(sample_section, "config", None)
+    if config is not None:
+        check_model_widths(inputs, config)
+    check_costs(plans, *inputs.start_latent.shape[-2:], config)
+    return plans
 
 
 def initial_state(inputs: GenerationInputs, plans, settings) -> GenerationState:
@@ -308,6 +317,7 @@ def check_inputs(inputs: GenerationInputs, plans: list) -> None:
     if inputs.end_latent is not None and target_slot(plans[0]) is None:
         raise InputError(f"an end frame needs a context slot after the window, which the {plans[0].mode} layout "
                          "lacks; use inverted_anti_drifting or anti_drifting.")
+    check_keyframe_sections(inputs.keyframes, plans, inputs.end_latent is not None)
     end_embeddings = inputs.end_image_embeddings
     if end_embeddings is not None and (inputs.image_embeddings is None
                                        or end_embeddings.shape != inputs.image_embeddings.shape):

@@ -10,9 +10,14 @@ q/k/v/mlp) layers are split onto FramePack's separate projections. The result us
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
+import stat
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from .errors import InputError
 
@@ -67,11 +72,65 @@ def resolve(layer: str, module_names: dict):
     return original_name_targets(layer)
 
 
+def read_lora(path) -> dict:
+    """A LoRA's tensors from a regular ``.safetensors`` file; any problem is an InputError naming the file."""
+    path = os.fspath(path)
+    if not str(path).lower().endswith(".safetensors"):
+        raise InputError(f"LoRA {path} is not a .safetensors file; only safetensors are read because pickle files "
+                         "can run code. Convert it or get the .safetensors release.")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        raise InputError(f"cannot read the LoRA {path}: {err}.") from None
+    if not stat.S_ISREG(mode):
+        raise InputError(f"LoRA {path} is not a regular file (a FIFO, device or socket); put the downloaded "
+                         ".safetensors file there.")
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise InputError(f"LoRA {path} is not a readable safetensors file ({err}); it is truncated or corrupt: "
+                         "download it again.") from None
+
+
+@dataclasses.dataclass
+class LoraReport:
+    """What became of each layer of a LoRA: applied, not fitting the model's shapes, or matching nothing."""
+
+    applied: list
+    misfit: dict  # layer -> why its shapes do not fit
+    unmatched: list
+
+    def summary(self, name: str) -> str:
+        total = len(self.applied) + len(self.misfit) + len(self.unmatched)
+        text = f"LoRA {name}: {len(self.applied)} of {total} layers applied"
+        if self.misfit:
+            layer = sorted(self.misfit)[0]
+            text += f"; {len(self.misfit)} do not fit the model's shapes (e.g. {layer}: {self.misfit[layer]})"
+        if self.unmatched:
+            text += f"; {len(self.unmatched)} match no FramePack weight (e.g. {sorted(self.unmatched)[:3]})"
+        return text
+
+
+def misfit(weights: dict, rows: list, columns: set) -> str | None:
+    """Why a layer's down/up pair does not fit its targets (out rows ``rows``, in columns), or None."""
+    up, down = weights["up"], weights["down"]
+    if up.ndim != 2 or down.ndim != 2:
+        return f"lora_up {tuple(up.shape)} and lora_down {tuple(down.shape)} are not matrices"
+    if up.shape[1] != down.shape[0]:
+        return f"lora_up {tuple(up.shape)} and lora_down {tuple(down.shape)} have different ranks"
+    if up.shape[0] != sum(rows):
+        return f"lora_up has {up.shape[0]} rows, the weight(s) {sum(rows)}"
+    if len(columns) != 1 or down.shape[1] not in columns:
+        return f"lora_down has {down.shape[1]} columns, the weight {sorted(columns)}"
+    return None
+
+
 def convert_lora(lora: dict, shapes: dict) -> dict:
     """Convert a LoRA state dict to FramePack names in ComfyUI's generic format.
 
     ``shapes`` maps the model's weight names (``transformer_blocks.0.attn.to_q.weight`` ...) to shapes; it decides
-    how fused layers split. Raises InputError when no LoRA layer matches a FramePack weight.
+    how fused layers split. Returns the state dict and a ``LoraReport``. Raises InputError when no layer fits
+    (nothing would change: the run would look like a success without the LoRA) or a tensor is not finite.
     """
     modules = {k[: -len(".weight")]: v for k, v in shapes.items() if k.endswith(".weight")}
     underscored = {name.replace(".", "_"): name for name in modules}
@@ -80,25 +139,33 @@ def convert_lora(lora: dict, shapes: dict) -> dict:
         parts = split_key(key)
         if parts is not None:
             layers.setdefault(parts[0], {})[parts[1]] = tensor
-    out, unmatched = {}, []
+    out, report = {}, LoraReport([], {}, [])
     for layer, weights in layers.items():
         targets = resolve(layer, underscored)
         if not targets or any(t not in modules for t in targets) or {"up", "down"} - set(weights):
-            unmatched.append(layer)
+            report.unmatched.append(layer)
             continue
-        up = weights["up"]
         rows = [modules[t][0] for t in targets]
-        if up.shape[0] != sum(rows):
-            unmatched.append(layer)
+        why = misfit(weights, rows, {tuple(modules[t])[1] if len(modules[t]) > 1 else None for t in targets})
+        if why is not None:
+            report.misfit[layer] = why
             continue
-        for target, part in zip(targets, torch.split(up, rows, dim=0)):
+        for role, tensor in weights.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise InputError(f"the LoRA's {role} tensor of layer {layer} holds NaN or infinite values; the LoRA "
+                                 "is damaged (or from a diverged training run): download it again.")
+        report.applied.append(layer)
+        for target, part in zip(targets, torch.split(weights["up"], rows, dim=0)):
             out[f"diffusion_model.{target}.lora_up.weight"] = part.contiguous()
             out[f"diffusion_model.{target}.lora_down.weight"] = weights["down"]
             if "alpha" in weights:
                 out[f"diffusion_model.{target}.alpha"] = weights["alpha"]
+    if not out and report.misfit:
+        raise InputError(f"{report.summary('file')}: none of its layers fits this model, so it would change nothing. "
+                         "It was trained for a model of another size; use a LoRA made for this FramePack model.")
     if not out:
         sample = sorted(layers)[:3] or sorted(lora)[:3]
         raise InputError(
             f"the LoRA matches no FramePack weight (its layers are named like {sample}). It may be for another "
             "model (Flux, Wan, SD...); FramePack takes FramePack and HunyuanVideo LoRAs.")
-    return {"state_dict": out, "unmatched": sorted(unmatched), "layers": len(layers)}
+    return {"state_dict": out, "report": report, "unmatched": sorted(report.unmatched), "layers": len(layers)}

@@ -42,6 +42,9 @@ __all__ = ["MODES", "START_FRAME", "ContextGroup", "ModeError", "PlanError", "Se
 
 START_FRAME = 0
 MAX_SECONDS = 3600.0
+# Index and source entries of all plans together (a few hundred bytes per 1000): an hour at the default layout
+# needs about 0.15 M, so a plan beyond this is a typo or a schedule whose tails grow with the video.
+MAX_PLAN_ENTRIES = 2**24
 
 
 class PlanError(FramePackError):
@@ -293,6 +296,7 @@ def plan_sections(mode: str, num_sections: int, latent_window_size: int | None =
     w = schedule.latent_window_size
     max_blank = 3 * w if max_blank is None else _count(max_blank, "max_blank", 0)
     total = latent_frame_count(n, w) + history - 1
+    check_plan_size(schedule, n, total, max_blank)
     known, plans = _Known(total, history), []
     for index, (position, padding, role) in enumerate(_order(mode, n, w, history)):
         def blank_rule(side, ordinal, gap):
@@ -314,6 +318,22 @@ def plan_sections(mode: str, num_sections: int, latent_window_size: int | None =
             blank_indices=blanks, groups=tuple(groups), schedule=schedule))
         known.add(position, position + w)
     return plans
+
+
+def check_plan_size(schedule: Schedule, n: int, total: int, max_blank: int) -> None:
+    """Refuse, before planning, a plan too large to hold: sections x (context positions + blanks + tails)."""
+    w = schedule.latent_window_size
+    per_section = sum(s.frames for s in schedule.groups) + w
+    per_section += sum(max(max_blank, 3 * w) for s in schedule.segments if s.kind == SKIP)
+    per_section += sum(2 * total for s in schedule.segments if s.kind == TAIL and s.tail != "td")
+    entries = n * per_section
+    if entries > MAX_PLAN_ENTRIES:
+        grows = " (its 'ta'/'tc' tails hold every earlier frame, so each section grows with the video)" \
+            if any(s.kind == TAIL and s.tail != "td" for s in schedule.segments) else ""
+        raise PlanError(f"{n} sections of the schedule {schedule.text!r}{grows} make a plan of about {entries:,} "
+                        f"entries (about {entries * 40 / 2**30:.1f} GiB), more than the {MAX_PLAN_ENTRIES:,} "
+                        "accepted: make the video shorter, use a 'td' tail or a shorter schedule, or extend the "
+                        "video in several runs.")
 
 
 def section_count(seconds: float, latent_window_size: int = 9, fps: float = 30) -> int:

@@ -33,6 +33,10 @@ DEFAULT_LATENT_WINDOW_SIZE = 9
 MAX_LATENT_WINDOW_SIZE = 256
 MAX_GROUP_FRAMES = 1024
 MAX_KERNEL_SIZE = 1024
+# Released layouts have 3-5 groups; every group costs a projection call and a RoPE table per section, so a
+# schedule of thousands (8 KB of text) would make each step take minutes. Longer text is refused before parsing.
+MAX_SCHEDULE_GROUPS = 256
+MAX_SCHEDULE_CHARS = 2048
 TAILS = {"td": "delete", "ta": "append", "tc": "compress"}
 PROJECTIONS = {1: ("1x", "proj"), 2: ("2x", "proj_2x"), 4: ("4x", "proj_4x")}
 NAMED = ("default", "standard", "inverted", "uniform")
@@ -234,6 +238,9 @@ class Schedule:
         w = self.latent_window_size
         if not isinstance(w, int) or isinstance(w, bool) or not 1 <= w <= MAX_LATENT_WINDOW_SIZE:
             raise ScheduleError(f"latent_window_size must be an integer from 1 to {MAX_LATENT_WINDOW_SIZE}, got {w!r}")
+        if not isinstance(self.segments, (tuple, list)) or len(self.segments) > 2 * MAX_SCHEDULE_GROUPS:
+            count = len(self.segments) if isinstance(self.segments, (tuple, list)) else type(self.segments).__name__
+            raise ScheduleError(f"a schedule takes a tuple of at most {2 * MAX_SCHEDULE_GROUPS} segments, got {count}")
         segments = []
         for s in self.segments:
             if s.kind == GENERATE:
@@ -379,10 +386,18 @@ def parse_schedule(text: str, latent_window_size: int | None = None, name: str =
     """Parse the paper's schedule notation (Zhang & Agrawala, 2025, section 8.3) into a ``Schedule``."""
     if not isinstance(text, str):
         raise ScheduleError(f"a schedule must be a string, got {type(text).__name__}")
+    if len(text) > MAX_SCHEDULE_CHARS:
+        raise ScheduleError(f"the schedule is {len(text)} characters long, more than the {MAX_SCHEDULE_CHARS} "
+                            f"accepted (released layouts need about 30); write fewer, larger groups")
     text = text.strip().lower()
     if not text:
         raise ScheduleError("the schedule is empty", text, 0, 1)
     tokens = _tokenize(text, latent_window_size)
+    groups = sum(len(t.segments) for t in tokens if t.kind == GROUP)
+    if groups > MAX_SCHEDULE_GROUPS:
+        raise ScheduleError(f"the schedule has {groups} groups, more than the {MAX_SCHEDULE_GROUPS} accepted: each "
+                            "group costs a projection and a RoPE table in every step (released layouts have 3-5); "
+                            "merge neighbouring groups, e.g. 'f16k4' instead of sixteen 'f1k4'")
     segments = _annotate(tokens, text)
     window = next(s.frames for s in segments if s.kind == GENERATE) or latent_window_size
     return Schedule(segments, window or DEFAULT_LATENT_WINDOW_SIZE, name)

@@ -15,7 +15,7 @@ import os
 
 import torch
 
-from .conditioning import FPS, TextConditioning
+from .conditioning import FPS, TextConditioning, frame_time
 from .errors import InputError, NumericalError
 from .planning import MAX_SECONDS, section_count
 from .schedules import MAX_LATENT_WINDOW_SIZE, Schedule
@@ -216,6 +216,27 @@ def keyframes_by_frame(entries, fps: float = FPS) -> dict:
                              f"{1 / fps:.3f} s): move them at least {4 / fps:.2f} s apart, or remove one.")
         frames[frame] = (seconds, latent)
     return {frame: latent for frame, (_, latent) in frames.items()}
+
+
+def check_keyframe_sections(keyframes: dict, plans: list, has_end: bool) -> None:
+    """Each section is pulled towards one image (its one target slot): two targets in a section are an error.
+
+    The generation loop would use the later keyframe (or the keyframe instead of the end frame) and drop the other
+    without a word.
+    """
+    for plan in plans:
+        end = plan.position + plan.latent_window_size
+        inside = sorted(f for f in keyframes if plan.position < f <= end)
+        if has_end and end == plan.total_latent_frames and inside:
+            raise InputError(f"the keyframe at latent frame {inside[-1]} ({frame_time(inside[-1]):.2f} s) lies in the "
+                             f"last section (frames {plan.position + 1}..{end}), which is already pulled towards the "
+                             "end frame: move the keyframe earlier, or drop the end frame.")
+        if len(inside) > 1:
+            a, b = inside[0], inside[1]
+            raise InputError(f"the keyframes at latent frames {a} ({frame_time(a):.2f} s) and {b} ({frame_time(b):.2f} "
+                             f"s) fall in one section (frames {plan.position + 1}..{end}), which can be pulled towards "
+                             f"one image only: move them at least one section ({4 * plan.latent_window_size / FPS:.2f}"
+                             " s) apart, or use a smaller latent_window_size.")
 
 
 # ------------------------------------------------------------------------------------------- costs

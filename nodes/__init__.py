@@ -3,6 +3,7 @@
 from comfy_api.latest import ComfyExtension, io
 
 from .conditioning import FramePackKeyframes, FramePackTimestampedPrompts
+from .encode import FramePackEncodeStartImage
 from .image import FramePackBucket, FramePackColorMatch
 from .loader import FramePackModelLoader
 from .lora import FramePackLoraLoader
@@ -11,7 +12,7 @@ from .schedule import FramePackScheduleNode
 from .single_frame import FramePackSingleFrameSampler
 
 NODES = [FramePackModelLoader, FramePackLoraLoader, FramePackBucket, FramePackScheduleNode, FramePackSampler, FramePackTimestampedPrompts,
-         FramePackKeyframes, FramePackSingleFrameSampler, FramePackColorMatch]
+         FramePackKeyframes, FramePackSingleFrameSampler, FramePackColorMatch, FramePackEncodeStartImage]
 
 
 class FramePackExtension(ComfyExtension):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..framepack_core import InputError, parse_timestamped_prompts
+from ..framepack_core.validation import check_number
 from .types import KeyframesSocket, PromptsSocket
 
 
@@ -55,6 +56,7 @@ class FramePackKeyframes(io.ComfyNode):
 
     @classmethod
     def execute(cls, latent, seconds, keyframes=None) -> io.NodeOutput:
+        check_number("seconds", seconds, 0, 3600, " It is the keyframe's time from the start of the video.")
         existing = list(keyframes or [])
         if any(abs(s - seconds) < 1e-9 for s, _ in existing):
             raise InputError(f"there is already a keyframe at {seconds}s; give each keyframe its own time.")

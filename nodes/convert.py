@@ -10,6 +10,7 @@ import comfy.latent_formats
 import torch
 
 from ..framepack_core import InputError, TextConditioning
+from ..framepack_core.validation import check_image_embeddings, check_text
 
 LATENT_FORMAT = comfy.latent_formats.HunyuanVideo()
 
@@ -31,13 +32,19 @@ def text_conditioning(conditioning, name: str, config) -> TextConditioning:
         raise InputError(f"{name} has text states of shape {tuple(states.shape)} but this FramePack model takes "
                          f"{config.text_embed_dim}-wide LLaMA states: encode with DualCLIPLoader type hunyuan_video "
                          "(llava_llama3 + clip_l).")
-    if pooled is None or pooled.shape[-1] != config.pooled_projection_dim:
-        got = None if pooled is None else tuple(pooled.shape)
+    if not torch.is_tensor(pooled) or pooled.shape[-1] != config.pooled_projection_dim:
+        got = tuple(pooled.shape) if torch.is_tensor(pooled) else None
         raise InputError(f"{name} has no {config.pooled_projection_dim}-wide CLIP-L pooled output (got {got}): "
                          "encode with DualCLIPLoader type hunyuan_video.")
     mask = options.get("attention_mask")
+    if mask is not None and (not torch.is_tensor(mask) or mask.numel() != states.shape[0] * states.shape[1]):
+        got = tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__
+        raise InputError(f"{name}'s attention mask {got} does not match its text states {tuple(states.shape)}; "
+                         "encode the prompt again with CLIPTextEncode.")
     mask = torch.ones(states.shape[:2], dtype=torch.bool) if mask is None else mask.bool().reshape(states.shape[:2])
-    return TextConditioning(states[:1].float(), mask[:1], pooled.reshape(1, -1).float())
+    cond = TextConditioning(states.float(), mask, pooled.reshape(-1, pooled.shape[-1]).float())
+    check_text(name, cond, config)
+    return cond
 
 
 def image_embeddings(clip_vision_output, name: str, config) -> torch.Tensor:
@@ -48,8 +55,10 @@ def image_embeddings(clip_vision_output, name: str, config) -> torch.Tensor:
     if not torch.is_tensor(states) or states.ndim != 3 or states.shape[-1] != config.image_proj_dim:
         got = tuple(states.shape) if torch.is_tensor(states) else type(clip_vision_output).__name__
         raise InputError(f"{name} is not a SigLIP image encoding with {config.image_proj_dim} channels (got {got}); "
-                         "use CLIPVisionLoader with sigclip_vision_patch14_384 and CLIPVisionEncode (crop none).")
-    return states[:1].float()
+                         "use CLIPVisionLoader with sigclip_vision_patch14_384 and FramePack Encode Start Image "
+                         "(or CLIPVisionEncode with crop none).")
+    check_image_embeddings(name, states, config)
+    return states.float()
 
 
 def latent_frames(latent, name: str, frames: int | None = None) -> torch.Tensor:
@@ -59,9 +68,12 @@ def latent_frames(latent, name: str, frames: int | None = None) -> torch.Tensor:
         got = tuple(samples.shape) if torch.is_tensor(samples) else type(latent).__name__
         raise InputError(f"{name} must be a HunyuanVideo video latent (B, 16, T, H, W), got {got}; encode the image "
                          "with VAEEncode and the hunyuan_video VAE.")
+    if samples.shape[0] != 1:
+        raise InputError(f"{name} holds a batch of {samples.shape[0]} latents {tuple(samples.shape)}; FramePack makes "
+                         "one video from one image: pick one with LatentFromBatch, or run the graph once per image.")
     if frames is not None and samples.shape[2] != frames:
         raise InputError(f"{name} has {samples.shape[2]} latent frames but must have {frames}: encode a single image.")
-    return LATENT_FORMAT.process_in(samples[:1].float())
+    return LATENT_FORMAT.process_in(samples.float())
 
 
 def to_comfy_latent(video: torch.Tensor) -> dict:

@@ -7,6 +7,7 @@ from comfy_api.latest import io
 
 from ..framepack_core.buckets import nearest_bucket
 from ..framepack_core.color import match_colors
+from ..framepack_core.validation import check_number
 
 
 class FramePackBucket(io.ComfyNode):
@@ -60,4 +61,5 @@ class FramePackColorMatch(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, reference, strength) -> io.NodeOutput:
+        check_number("strength", strength, 0, 1, " 0 leaves the frames unchanged, 1 matches them fully.")
         return io.NodeOutput(match_colors(images, reference, strength))

@@ -21,12 +21,14 @@ def diffusers_folders() -> dict[str, str]:
     A folder qualifies when it holds a config.json and safetensors weights (sharded with an index, or a single
     file); a full pipeline folder contributes its ``transformer`` subfolder.
     """
-    found = {}
+    found, seen = {}, set()
     for root in folder_paths.get_folder_paths("diffusers"):
         if not os.path.isdir(root):
             continue
         for current, dirs, files in os.walk(root, followlinks=True):
-            dirs.sort()
+            # Links are followed, but never into a folder already walked: a symlink loop ends here.
+            seen.add(os.path.realpath(current))
+            dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(current, d)) not in seen)
             has_weights = INDEX_NAME in files or "diffusion_pytorch_model.safetensors" in files
             if "config.json" in files and has_weights:
                 name = os.path.relpath(current, root).replace(os.sep, "/")
@@ -38,10 +40,24 @@ def model_choices() -> list[str]:
     return folder_paths.get_filename_list("diffusion_models") + sorted(diffusers_folders())
 
 
+def listed_file(folder: str, name: str) -> str:
+    """The path of a name listed for a model folder, whatever kind of file it is.
+
+    ComfyUI's own lookup skips anything but regular files and then says "not found"; the path is returned so
+    that the core loaders can say what the file really is (a FIFO, a device), without ever opening it.
+    """
+    relative = os.path.relpath(os.path.join("/", name), "/")
+    for root in folder_paths.get_folder_paths(folder):
+        path = os.path.join(root, relative)
+        if os.path.lexists(path):
+            return path
+    return folder_paths.get_full_path_or_raise(folder, name)
+
+
 def resolve_model(name: str) -> str:
     """Map a listed model name to its path; names are only ever looked up, never joined onto a path."""
     if name in folder_paths.get_filename_list("diffusion_models"):
-        return folder_paths.get_full_path_or_raise("diffusion_models", name)
+        return listed_file("diffusion_models", name)
     folders = diffusers_folders()
     if name in folders:
         return folders[name]

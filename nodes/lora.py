@@ -7,10 +7,10 @@ import logging
 import comfy.sd
 import folder_paths
 from comfy_api.latest import io
-from safetensors.torch import load_file
-
 from ..framepack_core import InputError
-from ..framepack_core.lora import convert_lora
+from ..framepack_core.lora import convert_lora, read_lora
+from ..framepack_core.validation import check_number
+from .loader import listed_file
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,9 @@ class FramePackLoraLoader(io.ComfyNode):
             display_name="FramePack LoRA Loader",
             category="FramePack/loaders",
             description="Applies a LoRA to a FramePack model. Besides what LoraLoaderModelOnly reads, it maps "
-                        "HunyuanVideo LoRAs in the original key naming (fused q/k/v layers) onto FramePack's weights, "
-                        "and says clearly when a LoRA matches nothing.",
+                        "HunyuanVideo LoRAs in the original key naming (fused q/k/v layers) onto FramePack's weights. "
+                        "It reports how many layers applied, did not fit the model's shapes or matched nothing "
+                        "(in the console), and refuses a LoRA of which no layer fits.",
             inputs=[
                 io.Model.Input("model", tooltip="The FramePack model."),
                 io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras"),
@@ -39,14 +40,14 @@ class FramePackLoraLoader(io.ComfyNode):
     def execute(cls, model, lora_name, strength) -> io.NodeOutput:
         if lora_name not in folder_paths.get_filename_list("loras"):
             raise InputError(f"LoRA {lora_name!r} is not in models/loras; pick one from the list.")
-        if not lora_name.lower().endswith(".safetensors"):
-            raise InputError(f"LoRA {lora_name!r} is not a .safetensors file; only safetensors are read because "
-                             "pickle files can run code. Convert it or get the .safetensors release.")
-        lora = load_file(folder_paths.get_full_path_or_raise("loras", lora_name))
+        check_number("strength", strength, -10, 10, " 1 = the LoRA as trained, 0 = off.")
+        lora = read_lora(listed_file("loras", lora_name))
         shapes = {k: tuple(v.shape) for k, v in model.model.diffusion_model.state_dict().items()}
         converted = convert_lora(lora, shapes)
-        if converted["unmatched"]:
-            log.warning("FramePack LoRA %s: %d of %d layers match no FramePack weight and are ignored, e.g. %s",
-                        lora_name, len(converted["unmatched"]), converted["layers"], converted["unmatched"][:3])
+        report = converted["report"]
+        if report.misfit or report.unmatched:
+            log.warning("FramePack %s; only the applied layers change the model.", report.summary(lora_name))
+        else:
+            log.info("FramePack %s.", report.summary(lora_name))
         patched, _ = comfy.sd.load_lora_for_models(model, None, converted["state_dict"], strength, 0)
         return io.NodeOutput(patched)

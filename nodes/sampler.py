@@ -9,7 +9,8 @@ from comfy_api.latest import io
 
 from ..framepack_core import (MODES, GenerationInputs, GenerationSettings, InputError, generate, get_schedule,
                               section_count)
-from ..framepack_core.generate import initial_state
+from ..framepack_core.generate import initial_state, validate_run
+from ..framepack_core.validation import keyframes_by_frame
 from ..framepack_core.resume import CONTINUE, STOP, ResumeWriter, load_resume
 from .comfy_sampling import SAMPLER_NAMES, ComfySectionSampler, framepack_sampler
 from .convert import image_embeddings, latent_frames, text_conditioning, to_comfy_latent
@@ -21,11 +22,6 @@ log = logging.getLogger(__name__)
 FPS = 30
 # The sampling mode each released checkpoint was trained for.
 TRAINED_MODE = {"f1": "vanilla", "i2v": "inverted_anti_drifting"}
-
-
-def seconds_to_frame(seconds: float) -> int:
-    """The latent frame holding the pixel frame at ``seconds`` (latent f >= 1 covers pixel frames 4f-3 .. 4f)."""
-    return max(1, round((seconds * FPS + 3) / 4))
 
 
 def patched_shift(model):
@@ -57,13 +53,17 @@ class FramePackSampler(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The FramePack model from Load FramePack Model."),
                 io.Conditioning.Input("positive", tooltip="The prompt: CLIPTextEncode on a DualCLIPLoader of type "
-                                                          "hunyuan_video."),
+                                                          "hunyuan_video. Not TextEncodeHunyuanVideo_ImageToVideo: "
+                                                          "its other system prompt gives other states, which "
+                                                          "cannot be detected here."),
                 io.Latent.Input("start_latent", optional=True,
                                 tooltip="The start image, VAEEncode'd at a FramePack bucket size (one frame). Leave "
                                         "empty for text-to-video (then width and height are used)."),
                 io.ClipVisionOutput.Input("clip_vision_output", optional=True,
-                                          tooltip="SigLIP encoding of the start image (CLIPVisionEncode, crop none). "
-                                                  "Empty: zeros (text-to-video)."),
+                                          tooltip="SigLIP encoding of the start image: FramePack Encode Start Image, "
+                                                  "or CLIPVisionEncode with crop 'none' (its default 'center' "
+                                                  "changes the result). Checked: width and 729 tokens. Empty: zeros "
+                                                  "(text-to-video)."),
                 io.Combo.Input("sampling_mode", options=list(MODES), default="inverted_anti_drifting",
                                tooltip="inverted_anti_drifting: generate backwards towards the start image "
                                        "(FramePackI2V_HY). vanilla: forward, section after section (FramePack_F1). "
@@ -94,7 +94,9 @@ class FramePackSampler(io.ComfyNode):
                                tooltip="TeaCache: skip steps whose input barely changed. 0 = off, 0.15 ~2x faster "
                                        "(hands may get slightly worse). Needs real_cfg 1."),
                 io.Conditioning.Input("negative", optional=True,
-                                      tooltip="Negative prompt, only used when real_cfg > 1."),
+                                      tooltip="Negative prompt, only used when real_cfg > 1. For an empty negative "
+                                              "encode an empty text with CLIPTextEncode (what FramePack uses); "
+                                              "ConditioningZeroOut gives other, all-zero states."),
                 ScheduleSocket.Input("schedule", optional=True,
                                                       tooltip="Frame schedule and latent window size from the "
                                                               "FramePack Schedule node; default: the mode's released "
@@ -163,6 +165,7 @@ class FramePackSampler(io.ComfyNode):
                               end_clip_vision_output, keyframes, prompts, initial_latents, width, height, real_cfg)
         total_steps = settings.num_sections * settings.steps
         section_sampler = ComfySectionSampler(model, sampler or framepack_sampler(sampler_name), total_steps)
+        validate_run(section_sampler, inputs, settings)  # before anything is allocated or written
         run_fp = run_fingerprint(model, inputs, sampler)
         source, target = chosen_path(resume_file, run_fp, settings)
         resume = None if source is None else load_resume(source, settings, run_fp)
@@ -200,8 +203,9 @@ def build_inputs(config, positive, negative, start_latent, clip_vision_output, e
     else:
         embeddings = torch.zeros(1, 729, config.image_proj_dim)
     if real_cfg != 1 and negative is None:
-        raise InputError(f"real_cfg is {real_cfg}, which needs a negative prompt: connect one (ConditioningZeroOut "
-                         "of the positive for an empty negative), or set real_cfg to 1.")
+        raise InputError(f"real_cfg is {real_cfg}, which needs a negative prompt: connect one (for an empty negative, "
+                         "CLIPTextEncode of an empty text, as FramePack does; not ConditioningZeroOut), or set "
+                         "real_cfg to 1.")
     timed = [(start_s, end_s, text_conditioning(cond, f"prompt at {start_s}s", config))
              for start_s, end_s, cond in prompts] if prompts else text_conditioning(positive, "positive", config)
     return GenerationInputs(
@@ -210,5 +214,6 @@ def build_inputs(config, positive, negative, start_latent, clip_vision_output, e
         end_latent=None if end_latent is None else latent_frames(end_latent, "end_latent", frames=1),
         end_image_embeddings=None if end_clip_vision_output is None else image_embeddings(
             end_clip_vision_output, "end_clip_vision_output", config),
-        keyframes={seconds_to_frame(s): latent_frames(lat, f"keyframe at {s}s", frames=1) for s, lat in keyframes or []},
+        keyframes=keyframes_by_frame([(s, latent_frames(lat, f"keyframe at {s}s", frames=1))
+                                      for s, lat in keyframes or []], FPS),
         history=history)

@@ -7,6 +7,7 @@ from comfy_api.latest import io
 
 from ..framepack_core import GenerationSettings
 from ..framepack_core.single_frame import SingleFrameRequest, sample_single_frame
+from ..framepack_core.validation import check_settings
 from .comfy_sampling import SAMPLER_NAMES, ComfySectionSampler, framepack_sampler
 from .convert import image_embeddings, latent_frames, text_conditioning, to_comfy_latent
 
@@ -61,6 +62,7 @@ class FramePackSingleFrameSampler(io.ComfyNode):
             masks.append(None if reference_mask is None else reference_mask[0])
         request = SingleFrameRequest(controls, indices, target_index, masks, use_2x_4x_context, use_2x_4x_context)
         settings = GenerationSettings(steps=steps, distilled_cfg=distilled_cfg, seed=seed, sampler=sampler_name)
+        check_settings(settings)  # POST /prompt lets NaN through ComfyUI's min/max checks
         sampler = ComfySectionSampler(model, framepack_sampler(sampler_name), steps)
         frame = sample_single_frame(sampler, request, text_conditioning(positive, "positive", config),
                                     image_embeddings(clip_vision_output, "clip_vision_output", config), settings)
