@@ -42,9 +42,11 @@ __all__ = ["MODES", "START_FRAME", "ContextGroup", "ModeError", "PlanError", "Se
 
 START_FRAME = 0
 MAX_SECONDS = 3600.0
-# Index and source entries of all plans together (a few hundred bytes per 1000): an hour at the default layout
-# needs about 0.15 M, so a plan beyond this is a typo or a schedule whose tails grow with the video.
-MAX_PLAN_ENTRIES = 2**24
+# Work units of all plans together: every frame of every group and window, plus 8 per group (its objects). An
+# hour at the smallest window and the default layout is about 1.5 M (a few seconds); more is a typo, a schedule
+# of hundreds of groups on a long video, or tails that grow with the video (minutes, then out of memory).
+MAX_PLAN_ENTRIES = 4_000_000
+PLAN_ENTRY_BYTES = 64
 
 
 class PlanError(FramePackError):
@@ -323,15 +325,16 @@ def plan_sections(mode: str, num_sections: int, latent_window_size: int | None =
 def check_plan_size(schedule: Schedule, n: int, total: int, max_blank: int) -> None:
     """Refuse, before planning, a plan too large to hold: sections x (context positions + blanks + tails)."""
     w = schedule.latent_window_size
-    per_section = sum(s.frames for s in schedule.groups) + w
+    per_section = sum(s.frames + 8 for s in schedule.groups) + w
     per_section += sum(max(max_blank, 3 * w) for s in schedule.segments if s.kind == SKIP)
-    per_section += sum(2 * total for s in schedule.segments if s.kind == TAIL and s.tail != "td")
+    per_section += sum(total for s in schedule.segments if s.kind == TAIL and s.tail != "td")
     entries = n * per_section
     if entries > MAX_PLAN_ENTRIES:
         grows = " (its 'ta'/'tc' tails hold every earlier frame, so each section grows with the video)" \
             if any(s.kind == TAIL and s.tail != "td" for s in schedule.segments) else ""
-        raise PlanError(f"{n} sections of the schedule {schedule.text!r}{grows} make a plan of about {entries:,} "
-                        f"entries (about {entries * 40 / 2**30:.1f} GiB), more than the {MAX_PLAN_ENTRIES:,} "
+        raise PlanError(f"{n} sections of the schedule {schedule.text[:60]!r}{grows} make a plan of about "
+                        f"{entries:,} entries (about {entries * PLAN_ENTRY_BYTES / 2**30:.1f} GiB and minutes of "
+                        f"planning), more than the {MAX_PLAN_ENTRIES:,} "
                         "accepted: make the video shorter, use a 'td' tail or a shorter schedule, or extend the "
                         "video in several runs.")
 

@@ -32,8 +32,12 @@ MAX_SECTIONS = section_count(MAX_SECONDS, latent_window_size=1)
 SIGLIP_WIDTH, SIGLIP_TOKENS = 1152, 729
 # Text tokens: the refiner attends over all of them (L^2 scores per head); FramePack's demo crops at 256.
 MAX_TEXT_TOKENS = 4096
-# Per packed group, the RoPE table padded to the kernel's multiples (cos, sin and their angles, float32).
+# Per packed group, the RoPE table padded to the kernel's multiples (cos, sin and their angles, float32): at most
+# this, and at most MAX_ROPE_PADDING times the group's own size once it exceeds ROPE_PADDING_FREE_BYTES (a kernel
+# far larger than the latent pads a few real positions to millions: k512 on an 8x8 latent asks for 69 GB).
 MAX_GROUP_ROPE_BYTES = 8 * 2**30
+MAX_ROPE_PADDING = 8
+ROPE_PADDING_FREE_BYTES = 256 * 2**20
 # Image tokens per section above which a run is warned about (the 640 buckets have about 16k).
 WARN_SECTION_TOKENS = 65536
 REAL_HEAD_DIM = 128
@@ -224,9 +228,11 @@ def check_keyframe_sections(keyframes: dict, plans: list, has_end: bool) -> None
     The generation loop would use the later keyframe (or the keyframe instead of the end frame) and drop the other
     without a word.
     """
+    used = set()
     for plan in plans:
         end = plan.position + plan.latent_window_size
         inside = sorted(f for f in keyframes if plan.position < f <= end)
+        used.update(inside)
         if has_end and end == plan.total_latent_frames and inside:
             raise InputError(f"the keyframe at latent frame {inside[-1]} ({frame_time(inside[-1]):.2f} s) lies in the "
                              f"last section (frames {plan.position + 1}..{end}), which is already pulled towards the "
@@ -237,6 +243,13 @@ def check_keyframe_sections(keyframes: dict, plans: list, has_end: bool) -> None
                              f"s) fall in one section (frames {plan.position + 1}..{end}), which can be pulled towards "
                              f"one image only: move them at least one section ({4 * plan.latent_window_size / FPS:.2f}"
                              " s) apart, or use a smaller latent_window_size.")
+    unused = sorted(set(keyframes) - used)
+    if unused:
+        earliest = min(plan.position for plan in plans) + 1
+        raise InputError(f"the keyframe at latent frame {unused[0]} ({frame_time(unused[0]):.2f} s) is before the "
+                         f"earliest frame a section can be pulled towards, frame {earliest} "
+                         f"({frame_time(earliest):.2f} s), so it would be ignored: move it later (the start image "
+                         "already fixes the beginning).")
 
 
 # ------------------------------------------------------------------------------------------- costs
@@ -253,12 +266,12 @@ def gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-def group_rope_bytes(group, height: int, width: int, head_dim: int) -> int:
-    """The RoPE table of one packed group, padded to its kernel's multiples (angles, cos and sin, float32)."""
+def group_rope_positions(group, height: int, width: int) -> tuple[int, int]:
+    """(positions, padded positions) of one packed group's RoPE table on the post-patch grid."""
     t, h, w = group.kernel.rope_pool
-    frames = len(group.indices)
-    padded = math.ceil(frames / t) * t * math.ceil(height // 2 / h) * h * math.ceil(width // 2 / w) * w
-    return 3 * padded * head_dim * 4
+    frames, rows, columns = len(group.indices), height // 2, width // 2
+    padded = math.ceil(frames / t) * t * math.ceil(rows / h) * h * math.ceil(columns / w) * w
+    return frames * rows * columns, padded
 
 
 def check_costs(plans: list, height: int, width: int, config=None) -> None:
@@ -276,12 +289,15 @@ def check_costs(plans: list, height: int, width: int, config=None) -> None:
     head_dim = REAL_HEAD_DIM if config is None else config.attention_head_dim
     groups = {(g.kernel, len(g.indices)): g for plan in plans for g in plan.groups}
     for group in groups.values():
-        cost = group_rope_bytes(group, height, width, head_dim)
-        if cost > MAX_GROUP_ROPE_BYTES:
+        positions, padded = group_rope_positions(group, height, width)
+        cost = 3 * padded * head_dim * 4
+        wasteful = cost > ROPE_PADDING_FREE_BYTES and padded > MAX_ROPE_PADDING * positions
+        if cost > MAX_GROUP_ROPE_BYTES or wasteful:
             raise InputError(f"the schedule's group of {len(group.indices)} frames with kernel {group.kernel.size} "
                              f"needs a RoPE table of about {gib(cost)} on this {height}x{width} latent (padded to the "
-                             f"kernel's multiples, head size {head_dim}), more than the {gib(MAX_GROUP_ROPE_BYTES)} "
-                             "allowed: use smaller kernels (k1, k2, k4, k8) or fewer frames per group.")
+                             f"kernel's multiples: {padded / positions:.0f}x the group's own {positions} positions, "
+                             f"head size {head_dim}); at most {gib(MAX_GROUP_ROPE_BYTES)} and {MAX_ROPE_PADDING}x "
+                             "padding are allowed: use smaller kernels (k1, k2, k4, k8) or fewer frames per group.")
     tokens = max(plan.image_tokens(height, width) for plan in (first, plans[-1]))
     if tokens > WARN_SECTION_TOKENS:
         log.warning("FramePack: each section attends over about %d image tokens (the 640 buckets have about 16k); "
