@@ -439,6 +439,8 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=0, help="give up after this many seconds (default 0: "
                                                                  "wait however long the generation takes)")
     args = parser.parse_args(argv)
+    if args.timeout < 0:
+        parser.error(f"--timeout must be 0 (no limit) or a number of seconds, got {args.timeout:g}")
     try:
         for path in run(args):
             sys.stdout.write(f"{path}\n")
