@@ -1,10 +1,14 @@
 """The pure parts of scripts/queue_workflow.py, without a server: --set parsing and overrides, websocket
 frames and handshake, progress text, history entries. The host test runs the client against a real ComfyUI."""
 
+import base64
+import hashlib
 import importlib.util
 import json
 import os
+import socket
 import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -204,3 +208,73 @@ def test_a_ui_format_workflow_is_refused_with_what_to_do(tmp_path):
     path = tmp_path / "ui.json"
     path.write_text(json.dumps({"nodes": [], "links": []}))
     assert client.main([str(path), "--server", "http://127.0.0.1:9"]) == client.EXIT_USAGE
+
+
+class FakeServer:
+    """Answers /history as a server would: nothing until the prompt has run ``runs_after`` polls."""
+
+    def __init__(self, runs_after):
+        self.polls, self.runs_after = 0, runs_after
+
+    def get_json(self, path):
+        assert path == "/history/p1"
+        self.polls += 1
+        if self.polls < self.runs_after:
+            return {}
+        return {"p1": {"status": {"status_str": "success", "completed": True}, "outputs": {}}}
+
+
+def test_without_a_websocket_history_is_polled_until_the_prompt_has_run(monkeypatch):
+    monkeypatch.setattr(client, "POLL_SECONDS", 0.0)
+    server = FakeServer(runs_after=3)
+    entry = client.follow(None, server, PROMPT, "p1", deadline=float("inf"))
+    assert entry["status"]["completed"] and server.polls == 3
+
+
+def test_a_prompt_still_running_at_the_deadline_exits_with_code_5(monkeypatch):
+    monkeypatch.setattr(client, "POLL_SECONDS", 0.0)
+    with pytest.raises(client.ClientError, match="did not finish before --timeout") as err:
+        client.follow(None, FakeServer(runs_after=10**9), PROMPT, "p1", deadline=0.0)
+    assert err.value.exit_code == client.EXIT_UNREACHABLE
+
+
+def one_connection_server(answer):
+    """A loopback server that reads one HTTP request and sends ``answer(request_headers)``; its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        connection, _ = listener.accept()
+        with connection, listener:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += connection.recv(1024)
+            lines = request.decode().split("\r\n")
+            headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+            connection.sendall(answer(lines[0], headers))
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1]
+
+
+def test_handshake_then_messages_over_a_real_socket():
+    def answer(request_line, headers):
+        assert request_line == "GET /ws?clientId=abc HTTP/1.1"
+        assert headers["upgrade"] == "websocket" and headers["sec-websocket-version"] == "13"
+        accept = base64.b64encode(hashlib.sha1((headers["sec-websocket-key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+                                               .encode()).digest()).decode()
+        return (f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode() + server_frame(client.BINARY, b"\x00\x00\x00\x01jpeg") \
+            + server_frame(client.TEXT, b'{"type": "status"}')
+
+    ws = client.WebSocket(f"http://127.0.0.1:{one_connection_server(answer)}/ws?clientId=abc", timeout=10)
+    assert ws.receive() == (client.BINARY, b"\x00\x00\x00\x01jpeg")
+    assert ws.receive() == (client.TEXT, b'{"type": "status"}')
+    ws.close()
+
+
+def test_a_server_that_does_not_upgrade_is_reported():
+    def answer(request_line, headers):
+        return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+
+    with pytest.raises(ConnectionError, match="did not open a websocket.*404"):
+        client.WebSocket(f"http://127.0.0.1:{one_connection_server(answer)}/ws", timeout=10)
