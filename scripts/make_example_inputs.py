@@ -61,7 +61,8 @@ def draw_dancer(draw: ImageDraw.ImageDraw, x: float, ground: float, height: floa
     for side in (-1, 1):  # legs
         draw.line([waist, (x + side * 0.07 * height, ground)], fill=skin, width=round(width))
     draw.polygon([(waist[0] - 0.05 * height, waist[1]), (waist[0] + 0.05 * height, waist[1]),
-                  (x + 0.2 * height + swing, ground - 0.2 * height), (x - 0.2 * height + swing, ground - 0.17 * height)],
+                  (x + 0.2 * height + swing, ground - 0.2 * height),
+                  (x - 0.2 * height + swing, ground - 0.17 * height)],
                  fill=dress)
     draw.polygon([(neck[0] - 0.06 * height, neck[1]), (neck[0] + 0.06 * height, neck[1]),
                   (waist[0] + 0.04 * height, waist[1]), (waist[0] - 0.04 * height, waist[1])], fill=dress)

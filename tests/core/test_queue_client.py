@@ -1,4 +1,4 @@
-"""The pure parts of scripts/queue_workflow.py, without a server: --set parsing and overrides, websocket
+"""The pure parts of scripts/queue_workflow.py, without ComfyUI: --set parsing and overrides, websocket
 frames and handshake, progress text, history entries. The host test runs the client against a real ComfyUI."""
 
 import base64
@@ -260,11 +260,12 @@ def test_handshake_then_messages_over_a_real_socket():
     def answer(request_line, headers):
         assert request_line == "GET /ws?clientId=abc HTTP/1.1"
         assert headers["upgrade"] == "websocket" and headers["sec-websocket-version"] == "13"
-        accept = base64.b64encode(hashlib.sha1((headers["sec-websocket-key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
-                                               .encode()).digest()).decode()
-        return (f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode() + server_frame(client.BINARY, b"\x00\x00\x00\x01jpeg") \
-            + server_frame(client.TEXT, b'{"type": "status"}')
+        key = headers["sec-websocket-key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455's GUID
+        accept = base64.b64encode(hashlib.sha1(key.encode()).digest()).decode()
+        handshake = (f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode()
+        return handshake + server_frame(client.BINARY, b"\x00\x00\x00\x01jpeg") + server_frame(client.TEXT,
+                                                                                               b'{"type": "status"}')
 
     ws = client.WebSocket(f"http://127.0.0.1:{one_connection_server(answer)}/ws?clientId=abc", timeout=10)
     assert ws.receive() == (client.BINARY, b"\x00\x00\x00\x01jpeg")

@@ -105,23 +105,27 @@ def tiny_graph():
     """A FramePack generation with the tiny model and the stub encoders (2 sections of 3 steps), and the
     bucket of an uploaded image, so the run outputs a latent file and a PNG."""
     return {
-        "loader": {"class_type": "FramePackModelLoader", "inputs": {"model_name": TINY_NAME, "weight_dtype": "default"}},
+        "loader": {"class_type": "FramePackModelLoader", "inputs": {"model_name": TINY_NAME,
+                                                                   "weight_dtype": "default"}},
         "text": {"class_type": "FramePackTestTextEncode", "inputs": {"seed": 1}},
         "vision": {"class_type": "FramePackTestClipVision", "inputs": {"seed": 2}},
         "start": {"class_type": "FramePackTestLatent", "inputs": {"seed": 3, "frames": 1}},
         "schedule": {"class_type": "FramePackSchedule", "inputs": {
-            "schedule": "default", "latent_window_size": 3, "uniform_kernel": "k2", "uniform_frames": 12, "custom": ""}},
+            "schedule": "default", "latent_window_size": 3, "uniform_kernel": "k2", "uniform_frames": 12,
+            "custom": ""}},
         "sampler": {"class_type": "FramePackSampler", "inputs": {
             "model": ["loader", 0], "positive": ["text", 0], "start_latent": ["start", 0],
             "clip_vision_output": ["vision", 0], "schedule": ["schedule", 0], "sampling_mode": "inverted_anti_drifting",
             "length": 1.0, "length_unit": "seconds", "steps": 3, "distilled_cfg": 10.0, "real_cfg": 1.0,
             "cfg_rescale": 0.0, "shift": 0.0, "seed": 5, "sampler_name": "unipc_bh1", "teacache_threshold": 0.0,
             "resume_file": "off"}},  # never a finished run returned at once: the progress must show
-        "save": {"class_type": "SaveLatent", "inputs": {"samples": ["sampler", 0], "filename_prefix": "latents/client"}},
+        "save": {"class_type": "SaveLatent", "inputs": {"samples": ["sampler", 0],
+                                                        "filename_prefix": "latents/client"}},
         "image": {"class_type": "LoadImage", "inputs": {"image": "not_uploaded_yet.png"}},
         "bucket": {"class_type": "FramePackBucket", "inputs": {"image": ["image", 0], "resolution": 128,
                                                                "upscale_method": "bilinear"}},
-        "save_image": {"class_type": "SaveImage", "inputs": {"images": ["bucket", 0], "filename_prefix": "client/bucket"}},
+        "save_image": {"class_type": "SaveImage", "inputs": {"images": ["bucket", 0],
+                                                             "filename_prefix": "client/bucket"}},
     }
 
 
