@@ -15,7 +15,8 @@ from workflows import EXAMPLES, check_workflow
 require_host()
 
 PACK_NODES = {"FramePackModelLoader", "FramePackLoraLoader", "FramePackBucket", "FramePackSchedule", "FramePackSampler",
-              "FramePackTimestampedPrompts", "FramePackKeyframes", "FramePackSingleFrameSampler", "FramePackColorMatch"}
+              "FramePackTimestampedPrompts", "FramePackKeyframes", "FramePackSingleFrameSampler", "FramePackColorMatch",
+              "FramePackEncodeStartImage"}
 
 
 def test_pack_imports_and_registers_every_node(server):
