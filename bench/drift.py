@@ -10,7 +10,7 @@ clip's true continuation, the temporal flicker and the first-frame jump, and the
 ``framepack_core.motion``. The ground truth's own scores are the reference row (moving objects change the
 statistics a little even without drift). ``--baseline`` takes the ``drift.json`` of another model measured with
 the same settings (the previous shipped model's is ``bench/results/drift_previous_model/drift.json``) and puts
-its rows beside this model's, labelled with ``--baseline-label``.
+its rows beside this model's, labelled with ``--baseline-label`` and its sampling steps.
 
 Writes ``drift.json``, ``drift.md`` (the table), ``drift.png`` (per-frame sharpness and error, averaged over
 clips) and ``drift_sheet.png`` (the first clip: rows truth, vanilla, anti_drifting, inverted) to ``--out``.
@@ -30,13 +30,13 @@ import torch
 
 from bench.report import write_results
 from framepack_core import data, load_transformer
-from framepack_core.demo import DEFAULT_MODEL, contact_sheet, to_images, write_png
+from framepack_core.demo import DEFAULT_MODEL, labelled_sheet, to_images
 from framepack_core.drift import (frame_rmse, markdown_table, run_clip, score_video, sharpness, summarise)
 from framepack_core.motion import MotionScore, score_motion
 from framepack_core.planning import MODES
 
 ROWS = ("ground_truth",) + MODES
-SAME_SETTINGS = ("clips", "sections", "steps", "seed")  # what a baseline must share to be compared
+SAME_SETTINGS = ("clips", "sections", "seed")  # what a baseline must share to be compared (steps may differ)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -140,20 +140,21 @@ def main(argv=None) -> None:
         for mode in MODES:
             motion[mode].append(score_motion(videos[mode], truth, spec, window=3))
         if clip == 0:
-            write_png(out / "drift_sheet.png", contact_sheet([to_images(videos[r]) for r in ROWS], columns=16))
+            labelled_sheet({r: to_images(videos[r]) for r in ROWS}, spec.caption, columns=16).save(out / "drift_sheet.png")
     frames = 3 * args.sections + 1
     summary = summarise(scores)
     motion_per_clip = {mode: [dataclasses.asdict(s) for s in items] for mode, items in motion.items()}
+    label = baseline and f"{args.baseline_label}, {baseline['args']['steps']} steps"
     if baseline:
-        summary = with_baseline(summary, baseline["summary"], args.baseline_label)
-        motion_per_clip = with_baseline(motion_per_clip, baseline["motion_per_clip"], args.baseline_label)
+        summary = with_baseline(summary, baseline["summary"], label)
+        motion_per_clip = with_baseline(motion_per_clip, baseline["motion_per_clip"], label)
         motion = {mode: [MotionScore(**s) for s in items] for mode, items in motion_per_clip.items()}
     table = markdown_table(summary) + "\n\n" + motion_table(motion)
     seconds = time.perf_counter() - began
     header = (f"Drift of `{Path(args.model).name}`: {args.clips} held-out clips, {args.sections} sections "
               f"({frames} frames), {args.steps} UniPC steps per section, seed {args.seed}; mean ± standard error "
               f"over clips; RMSE in [0, 1] intensity units. {seconds:.0f} s on {platform.processor() or 'CPU'}, "
-              f"{args.threads} thread(s).")
+              f"{args.threads} thread(s)." + (f" Rows marked '{label}' come from {args.baseline}." if baseline else ""))
     plot({row: {k: v.tolist() for k, v in sums[row].items()} for row in ROWS}, out / "drift.png", frames)
     write_results("drift", out, {
         "args": vars(args), "seconds": seconds, "summary": summary,

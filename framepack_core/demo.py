@@ -6,17 +6,18 @@ The start frame and caption come from a test-split clip of the procedural world 
 never saw. Each mode generates ``section_count(seconds, 3)`` sections with the core engine
 (``framepack_core.generate``); the videos play at ``data.FPS`` (7.5 latent frames per second, the project's
 30 fps section math with one video frame per latent). Writes ``<mode>.gif`` (and ``ground_truth.gif``),
-``comparison.gif`` (truth | vanilla | anti_drifting | inverted side by side) when Pillow is installed, and
-always ``contact_sheet.png`` (rows in the same order, columns evenly spaced in time).
+``comparison.gif`` (truth | vanilla | anti_drifting | inverted side by side, labelled with the mode names, the
+caption and the time) and ``contact_sheet.png`` (rows in the same order, labelled with the mode names; columns
+evenly spaced in time, labelled with the frame time; the caption on top). Needs Pillow (the ``demo`` extra).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import struct
+import math
+import os
 import time
-import zlib
 from pathlib import Path
 
 import torch
@@ -32,6 +33,8 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "framepack_shap
 WINDOW = 3
 UPSCALE = 4
 SHEET_COLUMNS = 12
+LABEL_PAD = 4  # pixels around the labels
+PROGRESS_SECONDS = 2.0  # at most one progress line per this many seconds and mode
 ROWS = ("ground_truth",) + MODES
 
 
@@ -75,72 +78,183 @@ def side_by_side(videos: list, gap: int = 4) -> torch.Tensor:
 
 def contact_sheet(videos: list, columns: int = SHEET_COLUMNS, gap: int = 4) -> torch.Tensor:
     """One row per video, ``columns`` frames evenly spaced from the first to the last, white gaps."""
-    frames = videos[0].shape[0]
-    picks = torch.linspace(0, frames - 1, columns).round().long()
+    picks = frame_picks(videos[0].shape[0], columns)
     rows = [side_by_side([v[i][None] for i in picks], gap)[0] for v in videos]
     spacer = torch.full((gap, rows[0].shape[1], 3), 255, dtype=torch.uint8)
     return torch.cat([p for r in rows for p in (r, spacer)][:-1], dim=0)
 
 
-def write_png(path: Path, image: torch.Tensor) -> None:
-    """Write an RGB uint8 (H, W, 3) image as PNG with zlib only (no imaging library needed)."""
-    height, width, _ = image.shape
-    raw = b"".join(b"\x00" + bytes(row) for row in image.numpy().reshape(height, width * 3))
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9))
-                     + chunk(b"IEND", b""))
+def frame_picks(frames: int, columns: int) -> torch.Tensor:
+    """The frame numbers of a contact sheet's ``columns``: evenly spaced from the first frame to the last."""
+    return torch.linspace(0, frames - 1, columns).round().long()
 
 
-def write_gif(path: Path, video: torch.Tensor, fps: float = data.FPS) -> bool:
-    """Write a looping GIF with Pillow; returns False (and writes nothing) when Pillow is not installed."""
-    try:
-        from PIL import Image
-    except ImportError:
-        return False
-    images = [Image.fromarray(frame.numpy()) for frame in video]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
-    return True
+def annotate(image: torch.Tensor, lines: list, column_labels: list, row_labels: list):
+    """A Pillow image of ``image`` (H, W, 3) uint8 with text lines on top, then ``(x centre, text)`` column labels,
+    and ``(y centre, text)`` row labels on the left, in Pillow's default font on white margins."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line_height = font.getbbox("Ag")[3] + LABEL_PAD
+    left = max((measure.textlength(text, font=font) for _, text in row_labels), default=0)
+    left = round(left) + 2 * LABEL_PAD if row_labels else LABEL_PAD
+    width = left + image.shape[1] + LABEL_PAD
+    wrapped = [piece for line in lines for piece in wrap(line, width - 2 * LABEL_PAD, measure, font)]
+    top = LABEL_PAD + line_height * (len(wrapped) + bool(column_labels))
+    canvas = Image.new("RGB", (width, top + image.shape[0] + LABEL_PAD), "white")
+    canvas.paste(Image.fromarray(image.numpy()), (left, top))
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(wrapped):
+        draw.text((LABEL_PAD, LABEL_PAD + i * line_height), line, fill="black", font=font)
+    for x, text in column_labels:
+        draw.text((left + x, top - LABEL_PAD), text, fill="black", font=font, anchor="ms")
+    for y, text in row_labels:
+        draw.text((left - LABEL_PAD, top + y), text, fill="black", font=font, anchor="rm")
+    return canvas
+
+
+def wrap(text: str, width: float, measure, font) -> list:
+    """``text`` split into lines no wider than ``width`` pixels (at word boundaries)."""
+    lines = [""]
+    for word in text.split():
+        candidate = f"{lines[-1]} {word}".strip()
+        if lines[-1] and measure.textlength(candidate, font=font) > width:
+            lines.append(word)
+        else:
+            lines[-1] = candidate
+    return lines
+
+
+def labelled_sheet(videos: dict, caption: str, columns: int = SHEET_COLUMNS, gap: int = 4, fps: float = data.FPS):
+    """The contact sheet of ``{row name: (T, H, W, 3) video}`` with the caption, the row names and frame times."""
+    first = next(iter(videos.values()))
+    frames, height, width = first.shape[:3]
+    picks = frame_picks(frames, columns)
+    column_labels = [(i * (width + gap) + width / 2, f"{int(p) / fps:.1f} s") for i, p in enumerate(picks)]
+    row_labels = [(i * (height + gap) + height / 2, name) for i, name in enumerate(videos)]
+    return annotate(contact_sheet(list(videos.values()), columns, gap), [caption], column_labels, row_labels)
+
+
+def labelled_comparison(videos: dict, caption: str, gap: int = 4, fps: float = data.FPS) -> list:
+    """The videos side by side as labelled Pillow frames: the caption and the time on top, the names above."""
+    strip = side_by_side(list(videos.values()), gap)
+    width = next(iter(videos.values())).shape[2]
+    column_labels = [(i * (width + gap) + width / 2, name) for i, name in enumerate(videos)]
+    return [annotate(frame, [caption, f"t = {t / fps:.1f} s"], column_labels, []) for t, frame in enumerate(strip)]
+
+
+def write_gif(path: Path, frames: list, fps: float = data.FPS) -> None:
+    """Write Pillow images as a looping GIF."""
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0)
+    log.info("wrote %s", path)
+
+
+def pillow_images(video: torch.Tensor) -> list:
+    from PIL import Image
+
+    return [Image.fromarray(frame.numpy()) for frame in video]
+
+
+def section_progress(mode: str, num_sections: int, began: float):
+    """An ``on_section`` callback that logs the mode's progress at most every ``PROGRESS_SECONDS``."""
+    last = [began]
+
+    def report(plan, latents, state) -> None:
+        now = time.perf_counter()
+        done = plan.index + 1
+        if now - last[0] >= PROGRESS_SECONDS or done == num_sections:
+            log.info("%s: section %d of %d, %.1f s", mode, done, num_sections, now - began)
+            last[0] = now
+
+    return report
 
 
 def run_demo(model, spec: data.ClipSpec, out: Path, *, num_sections: int, steps: int, seed: int = 0) -> dict:
-    """Generate every mode, write the GIFs and the contact sheet; returns {row name: seconds taken}."""
+    """Generate every mode, write the GIFs and the labelled contact sheet; returns {row name: seconds taken}."""
     out.mkdir(parents=True, exist_ok=True)
     videos, timings = {"ground_truth": to_images(decoded(ground_truth(spec, num_sections)))}, {}
     for mode in MODES:
         began = time.perf_counter()
-        videos[mode] = to_images(decoded(generate_clip(model, spec, mode, num_sections, steps=steps, seed=seed)))
+        latents = generate_clip(model, spec, mode, num_sections, steps=steps, seed=seed,
+                                on_section=section_progress(mode, num_sections, began))
+        videos[mode] = to_images(decoded(latents))
         timings[mode] = time.perf_counter() - began
-        log.info("%s: %d sections, %d frames in %.1f s", mode, num_sections, videos[mode].shape[0], timings[mode])
-    ordered = [videos[name] for name in ROWS]
-    gifs = all(write_gif(out / f"{name}.gif", videos[name]) for name in ROWS)
-    if gifs:
-        write_gif(out / "comparison.gif", side_by_side(ordered))
-    else:
-        log.warning("Pillow is not installed: no GIFs written, only the contact sheet.")
-    write_png(out / "contact_sheet.png", contact_sheet(ordered))
+    for name in ROWS:
+        write_gif(out / f"{name}.gif", pillow_images(videos[name]))
+    write_gif(out / "comparison.gif", labelled_comparison(videos, spec.caption))
+    labelled_sheet(videos, spec.caption).save(out / "contact_sheet.png")
     log.info("wrote %s (rows: %s)", out / "contact_sheet.png", ", ".join(ROWS))
     return timings
 
 
+# ------------------------------------------------------------------------------------------- command line
+
+def positive(kind, what: str, example: str):
+    """An argparse type: a number of ``kind`` > 0, else an error naming the value and an example."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0 or (kind is float and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a positive {what}; give e.g. {example}")
+        return value
+
+    return parse
+
+
+def clip_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a clip number; give a whole number >= 0, e.g. --clip 3")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m framepack_core.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="demo_out", help="output folder")
+    parser.add_argument("--out", default="demo_out", help="output folder (created if missing)")
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="FramePack .safetensors file")
-    parser.add_argument("--clip", type=int, default=0, help="held-out (test split) clip number")
-    parser.add_argument("--seconds", type=float, default=10.0, help="video length at the project's 30 fps math")
-    parser.add_argument("--steps", type=int, default=10, help="sampling steps per section")
+    parser.add_argument("--clip", type=clip_number, default=0,
+                        help="which held-out clip: any number >= 0 names a clip of the test split, which the model "
+                             "never saw in training (default 0)")
+    parser.add_argument("--seconds", type=positive(float, "number of seconds", "--seconds 10"), default=10.0,
+                        help="video length at the project's 30 fps section math (default 10)")
+    parser.add_argument("--steps", type=positive(int, "whole number of sampling steps", "--steps 10"), default=10,
+                        help="sampling steps per section (default 10)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (one is fastest for this size)")
-    return parser.parse_args(argv)
+    parser.add_argument("--threads", type=positive(int, "whole number of threads", "--threads 1"), default=1,
+                        help="torch CPU threads (one is fastest for this size)")
+    args = parser.parse_args(argv)
+    if not Path(args.model).is_file():
+        parser.error(f"argument --model: {args.model} is not a file; pass the shipped "
+                     f"models/framepack_shapes/framepack_shapes.safetensors or another FramePack .safetensors file")
+    try:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        if not os.access(args.out, os.W_OK | os.X_OK):
+            raise PermissionError("permission denied")
+    except OSError as error:
+        parser.error(f"argument --out: cannot write to {args.out} ({error.strerror or error}); "
+                     "choose a folder you can write to, e.g. --out demo_out")
+    return args
+
+
+def require_pillow() -> None:
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        raise SystemExit("python -m framepack_core.demo: error: the demo writes its GIFs and labelled contact sheet "
+                         "with Pillow, which is not installed; install it with pip install -e '.[demo]' "
+                         "(or pip install pillow)") from None
 
 
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args = parse_args(argv)
+    require_pillow()
     torch.set_num_threads(args.threads)
     model = load_transformer(args.model)
     spec = data.sample_clip(args.clip, split="test")
@@ -149,7 +263,7 @@ def main(argv=None) -> None:
              sections * WINDOW + 1, data.FPS)
     began = time.perf_counter()
     run_demo(model, spec, Path(args.out), num_sections=sections, steps=args.steps, seed=args.seed)
-    log.info("done in %.1f s", time.perf_counter() - began)
+    log.info("done in %.1f s; the videos are in %s", time.perf_counter() - began, Path(args.out).resolve())
 
 
 if __name__ == "__main__":
