@@ -10,9 +10,11 @@ from .lora import FramePackLoraLoader
 from .sampler import FramePackSampler
 from .schedule import FramePackScheduleNode
 from .single_frame import FramePackSingleFrameSampler
+from .video import FramePackVideoOutput
 
 NODES = [FramePackModelLoader, FramePackLoraLoader, FramePackBucket, FramePackScheduleNode, FramePackSampler, FramePackTimestampedPrompts,
-         FramePackKeyframes, FramePackSingleFrameSampler, FramePackColorMatch, FramePackEncodeStartImage]
+         FramePackKeyframes, FramePackSingleFrameSampler, FramePackColorMatch, FramePackEncodeStartImage,
+         FramePackVideoOutput]
 
 
 class FramePackExtension(ComfyExtension):

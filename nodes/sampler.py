@@ -16,6 +16,8 @@ from .comfy_sampling import SAMPLER_NAMES, ComfySectionSampler, framepack_sample
 from .convert import image_embeddings, latent_frames, text_conditioning, to_comfy_latent
 from .resume import AUTO, chosen_path, remove_old_runs, resume_choices, run_fingerprint
 from .types import KeyframesSocket, PromptsSocket, ScheduleSocket
+from .video import (VideoOutputSocket, check_video_output_is_fed, finished_output, keep_partial,
+                    start_streaming)
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +139,15 @@ class FramePackSampler(io.ComfyNode):
                                tooltip="When the resume folder cannot be written (read-only, full disk): 'continue' "
                                        "the run without saving sections (a cancel then starts over), or 'stop' it "
                                        "with a message naming the folder."),
+                VideoOutputSocket.Input("video_output", optional=True,
+                                        tooltip="FramePack Video Output: decode every section as it is finished into "
+                                                "an MP4 (bounded memory, the growing video shown here, a playable "
+                                                "partial video on cancel). Feeds the VIDEO output."),
             ],
-            outputs=[io.Latent.Output(tooltip="The whole video's latents, for VAEDecodeTiled.")],
+            outputs=[io.Latent.Output(tooltip="The whole video's latents, for VAEDecodeTiled."),
+                     io.Video.Output(tooltip="The MP4 written section by section (needs video_output), for "
+                                             "SaveVideo or PreviewVideo.")],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo, io.Hidden.unique_id],
         )
 
     @classmethod
@@ -147,7 +156,8 @@ class FramePackSampler(io.ComfyNode):
                 negative=None, schedule=None, sampler=None, end_latent=None, end_clip_vision_output=None,
                 interpolate_image_embeddings=False, keyframes=None, prompts=None, prompt_blend_seconds=0.0,
                 initial_latents=None, resume_file=AUTO, width=640, height=608,
-                magcache_threshold=0.0, resume_write_failure=CONTINUE) -> io.NodeOutput:
+                magcache_threshold=0.0, resume_write_failure=CONTINUE, video_output=None) -> io.NodeOutput:
+        check_video_output_is_fed(video_output, cls.hidden.prompt, cls.hidden.unique_id)
         config = model.model.diffusion_model.config
         schedule = schedule or {"schedule": None, "latent_window_size": 9}
         window = get_schedule(schedule["schedule"], sampling_mode, schedule["latent_window_size"]).latent_window_size
@@ -172,15 +182,34 @@ class FramePackSampler(io.ComfyNode):
         if resume is not None:
             log.info("FramePack: resuming %s at section %d of %d", source, resume.next_section + 1,
                      settings.num_sections)
-        writer = None
+        writer = streaming = None
+        start = resume or initial_state(inputs, settings.plans(history_frames(inputs)), settings)
         if target is not None:
             remove_old_runs(target, *([source] if source else []))
-            start = resume or initial_state(inputs, settings.plans(history_frames(inputs)), settings)
             writer = ResumeWriter(target, settings, run_fp, start, on_failure=resume_write_failure)
+        if video_output is not None:
+            saving = writer is not None and writer.run_id is not None
+            streaming = start_streaming(video_output, settings.plans(history_frames(inputs)), start,
+                                        target if saving else None, cls.hidden)
         # The saved run stays after the video is finished, until the retention policy removes it: a crash in a
         # later node (a VAE decode out of memory) then costs no sampling.
-        video = generate(section_sampler, inputs, settings, on_section=writer, resume=resume)
-        return io.NodeOutput(to_comfy_latent(video))
+        try:
+            video = generate(section_sampler, inputs, settings, on_section=chained(writer, streaming), resume=resume)
+        except BaseException:
+            if streaming is not None:
+                keep_partial(streaming, settings.num_sections)
+            raise
+        if streaming is None:
+            return io.NodeOutput(to_comfy_latent(video), None)
+        return finished_output(streaming, to_comfy_latent(video))
+
+
+def chained(*callbacks):
+    """One on_section callback calling the given ones (None skipped) in order; None when there are none."""
+    present = [callback for callback in callbacks if callback is not None]
+    if not present:
+        return None
+    return lambda *args: [callback(*args) for callback in present]
 
 
 def history_frames(inputs: GenerationInputs) -> int:

@@ -73,9 +73,43 @@ class FramePackTestLatent(io.ComfyNode):
         return io.NodeOutput({"samples": torch.randn(1, 16, frames, 8, 8, generator=generator(seed))})
 
 
+class StubVideoVAE:
+    """A VAE stand-in with the HunyuanVideo VAE's shapes: 16 latent channels, 8x space, causal 4x time (the first
+    latent one frame, every later one four), so that section windows decode to the frames the real VAE gives."""
+
+    def __init__(self, seed, width):
+        with torch.random.fork_rng():  # seeded weights without touching the server's global generator
+            torch.manual_seed(seed)
+            self.first_stage_model = torch.nn.Sequential(torch.nn.Conv3d(16, width, 1), torch.nn.SiLU(),
+                                                         torch.nn.Conv3d(width, 3, 1))
+
+    def decode(self, samples):
+        with torch.no_grad():
+            x = self.first_stage_model(samples.float())
+        x = torch.cat([x[:, :, :1], x[:, :, 1:].repeat_interleave(4, dim=2)], dim=2)
+        x = x.repeat_interleave(8, dim=3).repeat_interleave(8, dim=4)
+        return torch.sigmoid(x).permute(0, 2, 3, 4, 1)
+
+    def decode_tiled(self, samples, **tiling):
+        return self.decode(samples)
+
+
+class FramePackTestVideoVAE(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="FramePackTestVideoVAE", category="_for_testing",
+                         inputs=[io.Int.Input("seed", default=0), io.Int.Input("width", default=8)],
+                         outputs=[io.Vae.Output()])
+
+    @classmethod
+    def execute(cls, seed, width):
+        return io.NodeOutput(StubVideoVAE(seed, width))
+
+
 class StubExtension(ComfyExtension):
     async def get_node_list(self):
-        return [FramePackTestTextEncode, FramePackTestClip, FramePackTestClipVision, FramePackTestLatent]
+        return [FramePackTestTextEncode, FramePackTestClip, FramePackTestClipVision, FramePackTestLatent,
+                FramePackTestVideoVAE]
 
 
 async def comfy_entrypoint():
