@@ -6,7 +6,8 @@ Run with an interpreter that has aiohttp (ComfyUI's own venv does):
 
     python frontend_check.py --server http://127.0.0.1:8188 [--thumbnails] example_workflows/*.json
 
-It prints one JSON object: {workflow file: {"missing": [...], "errors": [...], "dialog": [...]}}.
+It prints one JSON object: {workflow file: {"missing": [...], "errors": [...], "dialog": [...]}}; with --api
+each entry also holds "api", the prompt the frontend's Export (API) writes for the loaded workflow.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ LOAD_JS = """(async (workflow) => {
   return {missing, errors};
 })"""
 
+# What Workflow > Export (API) saves: the API-format prompt of the loaded graph.
+EXPORT_API_JS = "(async () => (await window.comfyAPI.app.app.graphToPrompt()).output)()"
+
 
 def save_thumbnail(png: bytes, path: Path, width: int = 960) -> None:
     """A large screenshot (so node text renders) scaled down to a template thumbnail."""
@@ -100,7 +104,7 @@ class Page:
         return result["result"].get("value")
 
 
-async def check(server: str, files: list[Path], thumbnails: bool) -> dict:
+async def check(server: str, files: list[Path], thumbnails: bool, api: bool = False) -> dict:
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         raise SystemExit("no chromium on PATH (apt-get install chromium)")
@@ -111,13 +115,13 @@ async def check(server: str, files: list[Path], thumbnails: bool) -> dict:
                                     "--window-size=3400,1900", "about:blank"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            return await drive(f"http://127.0.0.1:{port}", server, files, thumbnails)
+            return await drive(f"http://127.0.0.1:{port}", server, files, thumbnails, api)
         finally:
             process.terminate()
             process.wait(timeout=30)
 
 
-async def drive(devtools: str, server: str, files: list[Path], thumbnails: bool) -> dict:
+async def drive(devtools: str, server: str, files: list[Path], thumbnails: bool, api: bool) -> dict:
     async with aiohttp.ClientSession() as session:
         for _ in range(100):
             try:
@@ -142,6 +146,8 @@ async def drive(devtools: str, server: str, files: list[Path], thumbnails: bool)
                 workflow = json.loads(file.read_text())
                 result = await page.evaluate(f"{LOAD_JS}({json.dumps(workflow)})")
                 result["dialog"] = await page.evaluate(DIALOG_JS)
+                if api:
+                    result["api"] = await page.evaluate(EXPORT_API_JS)
                 results[file.name] = result
                 if thumbnails:
                     shot = await page.call("Page.captureScreenshot", format="png")
@@ -153,9 +159,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", required=True)
     parser.add_argument("--thumbnails", action="store_true", help="save a screenshot next to each workflow")
+    parser.add_argument("--api", action="store_true", help="also report each workflow's Export (API) prompt")
     parser.add_argument("files", nargs="+", type=Path)
     args = parser.parse_args()
-    results = asyncio.run(check(args.server, args.files, args.thumbnails))
+    results = asyncio.run(check(args.server, args.files, args.thumbnails, args.api))
     print(json.dumps(results))  # the report is this script's output
 
 

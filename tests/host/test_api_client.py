@@ -3,6 +3,7 @@ run as a user runs it (a subprocess) against the real ComfyUI with the tiny mode
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import REPO, TINY_NAME, require_host
+from conftest import REPO, TINY_NAME, comfy_python, require_host
 from workflows import API_EXAMPLES, EXAMPLES, FRONTEND_NODES, api_workflow, check_api_workflow, check_workflow, examples
 
 require_host()
@@ -45,6 +46,20 @@ def test_every_example_has_an_api_twin_that_matches_it(object_info, name):
     assert not {node["class_type"] for node in api.values()} & set(FRONTEND_NODES)
     ui_ids = {str(node["id"]) for node in ui["nodes"] if node["type"] not in FRONTEND_NODES}
     assert set(api) == ui_ids, "--set names nodes by their UI numbers"
+
+
+def test_api_twins_are_what_the_real_frontend_exports(server):
+    if shutil.which("chromium") is None:
+        pytest.skip("the frontend check needs Debian's chromium (apt-get install chromium)")
+    names = list(examples())
+    result = subprocess.run([comfy_python(), str(Path(__file__).parent / "frontend_check.py"), "--server", server.url,
+                             "--api", *(str(EXAMPLES / f"{name}.json") for name in names)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for name in names:
+        exported = report[f"{name}.json"]["api"]  # Workflow > Export (API) of the UI workflow
+        assert exported == json.loads((API_EXAMPLES / f"{name}_api.json").read_text()), name
 
 
 def test_api_check_catches_broken_prompts(object_info):
