@@ -154,8 +154,14 @@ def drift(r: dict) -> str:
         "![drift per frame](bench/results/drift.png)", "", "![drift contact sheet](bench/results/drift_sheet.png)"])
 
 
+def parser_scaling(r: dict) -> str:
+    from bench.parser_scaling import markdown
+
+    return markdown(r)
+
+
 SUMMARIES = {"sections": sections, "forward": forward, "reference": reference, "memory_model": memory_model,
-             "teacache": teacache, "drift": drift}
+             "teacache": teacache, "drift": drift, "parser_scaling": parser_scaling}
 
 
 # ------------------------------------------------------------------------------------------- the README

