@@ -17,7 +17,7 @@ its 1,274 tensors and 12,874,314,816 parameters equal the reference key manifest
 The safetensors format is an 8-byte little-endian header length, a JSON header giving every tensor's dtype,
 shape and byte range, then the raw bytes. All byte ranges follow from the shapes and dtypes, so the header is
 written first and each tensor is then generated, converted and written alone: the writer holds at most one
-tensor (in float32, plus its stored copy) however large the model. A file is written under a ``.partial``
+tensor (in float32, plus its stored copy) however large the model. A file is written under a ``.PID.partial``
 name and renamed when complete, so an interrupted run never leaves a file that looks whole.
 
 The random weights keep activations finite and bounded through all 60 blocks: Linear and Conv3d weights are
@@ -138,7 +138,7 @@ def header_bytes(entries: list[tuple[str, tuple, torch.dtype]], metadata: dict) 
 def write_safetensors(path: Path, entries: list[tuple[str, tuple, torch.dtype]], metadata: dict,
                       make: Callable[[str, tuple], torch.Tensor]) -> int:
     """Write ``make(name, shape)`` for each entry, one tensor in memory at a time; returns the file size."""
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # one per writer: two runs never share it
     try:
         with open(partial, "wb") as out:
             out.write(header_bytes(entries, metadata))
@@ -205,8 +205,7 @@ def write_diffusers_folder(config: FramePackConfig, folder, seed: int = 0, shard
     entries = [(name, shape, torch.bfloat16) for name, shape in tensor_plan(config)]
     total = sum(nbytes(s, d) for _, s, d in entries)
     check_room(folder, total)
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
     partial.mkdir(parents=True)
     try:
         groups = shards(entries, shard_bytes)
