@@ -359,7 +359,12 @@ def read_tensor(handle, raw, offsets, source: CheckpointSource, key: str, stored
     else:
         tensor = read_copy(raw, offsets[name], stored, source.shapes[key], file)
     check_finite_weight(tensor, key, file)
-    return tensor.to(target)
+    converted = tensor.to(target)
+    if target != stored and not finite(converted):
+        raise NumericalError(f"{file}: tensor {key} overflows when converted from {stored} to {target} (its values "
+                             "beyond that dtype's range would become inf). Load it in a wider dtype: weight_dtype "
+                             "default or bfloat16.")
+    return converted
 
 
 def check_finite_weight(tensor: torch.Tensor, key: str, file: Path) -> None:

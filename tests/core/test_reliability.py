@@ -74,7 +74,7 @@ def tiny_state(tiny_weights_path):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("bad", [NAN, INF, -INF])
 def test_weights_with_nan_or_inf_are_refused_naming_the_tensor(tmp_path, tiny_state, dtype, bad):
-    state = {k: v.to(dtype) if k != "proj_out.weight" else v for k, v in tiny_state.items()}
+    state = {k: v.to(dtype, copy=True) if k != "proj_out.weight" else v for k, v in tiny_state.items()}
     state["transformer_blocks.1.attn.to_k.weight"][3, 5] = bad
     save_file(state, str(tmp_path / "bad.safetensors"))
     with pytest.raises(NumericalError) as info:
@@ -92,6 +92,17 @@ def test_fp8_weights_with_nan_or_inf_are_refused(tmp_path, tiny_state, dtype, pa
     save_file(state, str(tmp_path / "fp8.safetensors"))
     with pytest.raises(NumericalError, match="single_transformer_blocks.0.proj_mlp.weight"):
         load_transformer(tmp_path / "fp8.safetensors")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float8_e5m2])
+def test_weights_that_overflow_the_requested_dtype_are_refused(tmp_path, tiny_state, dtype):
+    state = dict(tiny_state)
+    state["transformer_blocks.0.ff.net.2.weight"] = tiny_state["transformer_blocks.0.ff.net.2.weight"].clone()
+    state["transformer_blocks.0.ff.net.2.weight"][0, 0] = 1e6
+    save_file(state, str(tmp_path / "big.safetensors"))
+    with pytest.raises(NumericalError, match="transformer_blocks.0.ff.net.2.weight overflows when converted"):
+        load_transformer(tmp_path / "big.safetensors", dtype=dtype)
+    assert load_transformer(tmp_path / "big.safetensors").transformer_blocks[0].ff.net[2].weight[0, 0] == 1e6
 
 
 def test_finite_weights_of_every_dtype_pass(tiny_state):

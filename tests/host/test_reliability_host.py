@@ -52,6 +52,22 @@ def test_nan_lora_strength_and_keyframe_time_are_refused(server):
     assert "keyframe" in error_of(run_nan(server, graph)).lower()
 
 
+def test_nan_in_the_single_frame_sampler_and_colour_match(server):
+    graph = video_graph("vanilla")
+    graph["sampler"] = {"class_type": "FramePackSingleFrameSampler", "inputs": {
+        "model": ["loader", 0], "positive": ["text", 0], "start_latent": ["start", 0],
+        "clip_vision_output": ["vision", 0], "target_index": 5, "steps": 2, "distilled_cfg": math.nan, "seed": 1,
+        "sampler_name": "unipc_bh1"}}
+    assert "distilled_cfg must be a finite number" in error_of(run_nan(server, graph))
+    graph = {
+        "image": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 2, "color": 99}},
+        "match": {"class_type": "FramePackColorMatch", "inputs": {"images": ["image", 0], "reference": ["image", 0],
+                                                                  "strength": math.nan}},
+        "preview": {"class_type": "PreviewImage", "inputs": {"images": ["match", 0]}},
+    }
+    assert "strength must be a finite number" in error_of(run_nan(server, graph))
+
+
 def keyframe_graph(times):
     graph = video_graph("inverted_anti_drifting", seconds=3.0)
     previous = None
