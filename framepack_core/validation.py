@@ -34,7 +34,7 @@ SIGLIP_WIDTH, SIGLIP_TOKENS = 1152, 729
 MAX_TEXT_TOKENS = 4096
 # Per packed group, the RoPE table padded to the kernel's multiples (cos, sin and their angles, float32): at most
 # this, and at most MAX_ROPE_PADDING times the group's own size once it exceeds ROPE_PADDING_FREE_BYTES (a kernel
-# far larger than the latent pads a few real positions to millions: k512 on an 8x8 latent asks for 69 GB).
+# far larger than the latent pads a few real positions to millions: k512 on an 8x8 latent, 69 GB at head size 128).
 MAX_GROUP_ROPE_BYTES = 8 * 2**30
 MAX_ROPE_PADDING = 8
 ROPE_PADDING_FREE_BYTES = 256 * 2**20

@@ -41,12 +41,13 @@ class FramePackEncodeStartImage(io.ComfyNode):
                         "the SigLIP image embedding, the latter without a centre crop, as FramePack's demo does. Use "
                         "it instead of VAEEncode + CLIPVisionEncode, whose default crop 'center' changes the result.",
             inputs=[
-                io.Image.Input("image", tooltip="One image, resized to a FramePack bucket (FramePack Resize to Bucket)."),
+                io.Image.Input("image",
+                               tooltip="One image, resized to a FramePack bucket (FramePack Resize to Bucket)."),
                 io.Vae.Input("vae", tooltip="The HunyuanVideo VAE (VAELoader, hunyuan_video_vae_bf16)."),
                 io.ClipVision.Input("clip_vision",
-                                    tooltip=f"FramePack's image encoder: CLIPVisionLoader with sigclip_vision_patch14_384 "
-                                            f"({SIGLIP_TOKENS} tokens of width {SIGLIP_WIDTH}; another SigLIP is "
-                                            "refused)."),
+                                    tooltip=f"FramePack's image encoder: CLIPVisionLoader with "
+                                            f"sigclip_vision_patch14_384 ({SIGLIP_TOKENS} tokens of width "
+                                            f"{SIGLIP_WIDTH}; another SigLIP is refused)."),
             ],
             outputs=[
                 io.Latent.Output(display_name="start_latent", tooltip="The image's latent, for start_latent (or "

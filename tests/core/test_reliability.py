@@ -1,7 +1,7 @@
 """Reliability: the adversarial cases of issue 14, one test (or parametrised case) each, by class.
 
 1 silent wrong results, 2 obscure errors, 3 super-linear parsers, 4 paths outside the model folders, 6 resource
-bounds, 7 miswiring. (Classes 0 and 5, resume files and a read-only disk, are tested in test_resume.py.) Every
+bounds, 7 miswiring. (Classes 0 and 5, resume files and a read-only disk, belong to the resume tests.) Every
 case must end in a clear error naming the input, its value and what to do, or in a correct result; none may
 return a silently wrong one, raise from deep inside torch, or hang.
 """
