@@ -160,8 +160,14 @@ def parser_scaling(r: dict) -> str:
     return markdown(r)
 
 
+def long_video(r: dict) -> str:
+    from bench.bench_long_video import markdown
+
+    return markdown(r)
+
+
 SUMMARIES = {"sections": sections, "forward": forward, "reference": reference, "memory_model": memory_model,
-             "teacache": teacache, "drift": drift, "parser_scaling": parser_scaling}
+             "teacache": teacache, "drift": drift, "parser_scaling": parser_scaling, "long_video": long_video}
 
 
 # ------------------------------------------------------------------------------------------- the README

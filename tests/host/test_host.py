@@ -16,7 +16,7 @@ require_host()
 
 PACK_NODES = {"FramePackModelLoader", "FramePackLoraLoader", "FramePackBucket", "FramePackSchedule", "FramePackSampler",
               "FramePackTimestampedPrompts", "FramePackKeyframes", "FramePackSingleFrameSampler", "FramePackColorMatch",
-              "FramePackEncodeStartImage"}
+              "FramePackEncodeStartImage", "FramePackVideoOutput"}
 
 
 def test_pack_imports_and_registers_every_node(server):
@@ -186,7 +186,7 @@ def test_lora_of_another_model_is_reported(server):
 
 
 EXAMPLE_NAMES = ["framepack_image_to_video", "framepack_f1_forward", "framepack_end_frame",
-                 "framepack_keyframes_prompts", "framepack_extend_video"]
+                 "framepack_keyframes_prompts", "framepack_extend_video", "framepack_long_video"]
 
 
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)

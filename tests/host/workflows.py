@@ -373,6 +373,19 @@ def examples() -> dict:
                                        "sections continue from (F1, vanilla). LoadImage takes the video's first frame "
                                        "(or any image of the same scene) for the image embedding and the bucket."),
         },
+        "framepack_long_video": {
+            "nodes": {**conditioning_nodes(F1), "prompt": prompt(),
+                      "video_output": ("FramePackVideoOutput", {"vae": ("vae", 0), "filename_prefix":
+                                                                "video/framepack_long", "crf": 16,
+                                                                "pixel_format": "yuv420p", "tile_size": 0}),
+                      "sampler": sampler("vanilla", length=120.0, video_output=("video_output", 0)),
+                      "save": ("SaveVideo", {"video": ("sampler", 1), "filename_prefix": "video/framepack_long"})},
+            "note": MODELS_NOTE.format(transformer=F1, extra="A two-minute video in bounded memory: FramePack Video "
+                                       "Output makes the sampler decode every section as soon as it is finished and "
+                                       "append it to an MP4, which grows on the sampler node while later sections "
+                                       "sample. Cancel at any time: the video so far is saved (_partial), and "
+                                       "queueing again continues where it stopped."),
+        },
     }
 
 

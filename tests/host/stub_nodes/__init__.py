@@ -83,15 +83,35 @@ class StubVideoVAE:
             self.first_stage_model = torch.nn.Sequential(torch.nn.Conv3d(16, width, 1), torch.nn.SiLU(),
                                                          torch.nn.Conv3d(width, 3, 1))
 
-    def decode(self, samples):
+    def decode_raw(self, samples):
+        """(B, 16, T, h, w) latents -> (B, 3, 4T-3, 8h, 8w) in [-1, 1], as the VAE's decoder returns them."""
         with torch.no_grad():
             x = self.first_stage_model(samples.float())
         x = torch.cat([x[:, :, :1], x[:, :, 1:].repeat_interleave(4, dim=2)], dim=2)
-        x = x.repeat_interleave(8, dim=3).repeat_interleave(8, dim=4)
-        return torch.sigmoid(x).permute(0, 2, 3, 4, 1)
+        return torch.tanh(x.repeat_interleave(8, dim=3).repeat_interleave(8, dim=4))
 
-    def decode_tiled(self, samples, **tiling):
-        return self.decode(samples)
+    @staticmethod
+    def process_output(x):
+        return ((x + 1) / 2).clamp(0, 1)
+
+    def decode(self, samples):
+        return self.process_output(self.decode_raw(samples)).movedim(1, -1)
+
+    def decode_tiled(self, samples, tile_x=32, tile_y=32, overlap=8, tile_t=999, overlap_t=1):
+        """Tiled as ComfyUI's VAE.decode_tiled_3d tiles (same helper, same buffers)."""
+        import comfy.utils
+
+        output = comfy.utils.tiled_scale_multidim(
+            samples, self.decode_raw, tile=(tile_t, tile_x, tile_y), overlap=(overlap_t, overlap, overlap),
+            upscale_amount=(lambda a: max(0, a * 4 - 3), 8, 8), out_channels=3,
+            index_formulas=(lambda a: max(0, a * 4 - 3), 8, 8), output_device="cpu")
+        return self.process_output(output).movedim(1, -1)
+
+    def temporal_compression_decode(self):
+        return 4
+
+    def spacial_compression_decode(self):
+        return 8
 
 
 class FramePackTestVideoVAE(io.ComfyNode):
@@ -106,10 +126,27 @@ class FramePackTestVideoVAE(io.ComfyNode):
         return io.NodeOutput(StubVideoVAE(seed, width))
 
 
+def sample_nothing(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """A SAMPLER that returns its input (the section's noise) without calling the model: the pipeline's own cost."""
+    return x
+
+
+class FramePackTestNoModelSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="FramePackTestNoModelSampler", category="_for_testing", outputs=[io.Sampler.Output()])
+
+    @classmethod
+    def execute(cls):
+        import comfy.samplers
+
+        return io.NodeOutput(comfy.samplers.KSAMPLER(sample_nothing))
+
+
 class StubExtension(ComfyExtension):
     async def get_node_list(self):
         return [FramePackTestTextEncode, FramePackTestClip, FramePackTestClipVision, FramePackTestLatent,
-                FramePackTestVideoVAE]
+                FramePackTestVideoVAE, FramePackTestNoModelSampler]
 
 
 async def comfy_entrypoint():
