@@ -23,7 +23,7 @@ from .sampling import FlowDenoiser, flow_sigmas, sample_euler, sample_unipc
 from .teacache import MagCache, StepCache, TeaCache
 from .validation import (MAX_SECTIONS, SAMPLERS, check_costs, check_finite, check_image_embeddings, check_latent,
                          check_keyframe_sections, check_model_widths, check_same_widths, check_section_output,
-                         check_settings, check_text, is_number)
+                         check_settings, check_text, history_frames, is_number)
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +195,7 @@ def validate_run(sample_section: SectionSampler, inputs: GenerationInputs, setti
     Callers that allocate for a run before calling ``generate`` (resume files) call it first.
     """
     check_settings(settings)
-    history_frames = 1 if inputs.history is None else inputs.history.shape[2]
-    plans = settings.plans(history_frames)
+    plans = settings.plans(history_frames(inputs.history))
     check_inputs(inputs, plans)
     config = getattr(sample_section, "config", None)
     if config is not None:

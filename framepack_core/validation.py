@@ -150,6 +150,17 @@ def check_latent(name: str, latent, size: tuple, frames: int | None = None) -> N
                          "every image must be encoded at the same size (use one bucket for all of them).")
 
 
+def history_frames(history) -> int:
+    """Latent frames of an existing video to extend (1: none, the start latent alone)."""
+    if history is None:
+        return 1
+    if not torch.is_tensor(history) or history.ndim != 5 or history.shape[1] != 16 or history.shape[2] < 1:
+        got = tuple(history.shape) if torch.is_tensor(history) else type(history).__name__
+        raise InputError(f"history must be the latents (1, 16, T, H, W) of the video to extend, got {got}; pass the "
+                         "video's LATENT (VAEEncode of its frames, or a FramePack sampler's output).")
+    return history.shape[2]
+
+
 def check_image_embeddings(name: str, embeddings, config=None) -> None:
     """(1, tokens, width): one image; width = the model's image_proj_dim; 729 tokens for FramePack's SigLIP."""
     if embeddings is None and config is not None and config.has_image_proj:

@@ -5,6 +5,7 @@ never another exception, a hang or a crash. Examples are derandomized, so a run 
 of cases per test is ``max_examples``. (The schedule parser's fuzz tests live in test_schedules.py.)
 """
 
+import dataclasses
 import json
 import logging
 import re
@@ -17,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save
 
-from framepack_core import CheckpointError, InputError, load_transformer, parse_timestamped_prompts
+from framepack_core import CheckpointError, FramePackError, InputError, load_transformer, parse_timestamped_prompts
 from framepack_core.checkpoint import save_config_metadata, strip_prefix
 from framepack_core.conditioning import TextConditioning
 from framepack_core.config import infer_config
@@ -350,3 +351,66 @@ def test_fuzz_prompt_unusual_unicode_and_sizes():
     for text in ["\x00", "[0s:\x00]", "[\u0660s: arabic digit]", "[0s: a]" * 2000, "[" * 5000, "]" * 5000,
                  "[0s: " + "x" * 100_000 + "]", "[99999999999999999999999999s: late] [0s: a]"]:
         parse_or_refuse(text)
+
+
+# ----------------------------------------------------------------------------------------------- settings and inputs
+
+class Sampled(Exception):
+    """Raised by the section sampler: the run got past every check."""
+
+
+def sample_nothing(job):
+    raise Sampled
+
+
+ODD_VALUES = [float("nan"), float("inf"), -float("inf"), -1, 0, 0.5, 1, 3, 1e9, 2**63, 2**64, True, False, "1", "no",
+              None, [1], 1.5]
+SETTING_FIELDS = ["num_sections", "latent_window_size", "schedule", "steps", "distilled_cfg", "real_cfg", "cfg_rescale",
+                  "shift", "sampler", "seed", "teacache_threshold", "magcache_threshold", "prompt_blend_seconds",
+                  "interpolate_image_embeddings", "mode"]
+
+
+def fuzz_inputs():
+    g = torch.Generator().manual_seed(0)
+    cond = TextConditioning(torch.randn(1, 5, 32, generator=g), torch.ones(1, 5, dtype=torch.bool),
+                            torch.randn(1, 16, generator=g))
+    return GenerationInputs(start_latent=torch.randn(1, 16, 1, 8, 8, generator=g), prompts=cond,
+                            image_embeddings=torch.randn(1, 6, 24, generator=g))
+
+
+def run_or_refuse(case) -> None:
+    """``case`` is (settings, a function making the inputs): building them may already refuse."""
+    from framepack_core.generate import generate
+
+    settings, make_inputs = case
+    try:
+        generate(sample_nothing, make_inputs(), settings)
+    except (FramePackError, Sampled):
+        return
+
+
+def test_fuzz_settings_get_clear_errors():
+    """Any value in any setting (up to three at once): refused with the layer's own error, or sampled."""
+    base = GenerationSettings(num_sections=2, latent_window_size=2, steps=1)
+    changes = st.dictionaries(st.sampled_from(SETTING_FIELDS), st.sampled_from(ODD_VALUES), min_size=1, max_size=3)
+    cases = st.builds(lambda c: (dataclasses.replace(base, **c), fuzz_inputs), changes)
+    assert not escapes(cases, run_or_refuse, 300)
+
+
+def test_fuzz_input_shapes_get_clear_errors():
+    """Tensors of random shapes for every input: refused with the layer's own error, or sampled."""
+    dims = st.lists(st.sampled_from([0, 1, 2, 3, 5, 6, 8, 16, 24, 32]), min_size=1, max_size=5)
+    fields = st.sampled_from(["start_latent", "image_embeddings", "end_latent", "end_image_embeddings", "history",
+                              "keyframe", "text", "pooled"])
+    settings = GenerationSettings(mode="anti_drifting", num_sections=2, latent_window_size=2, steps=1)
+
+    def changed(field, shape):
+        inputs, tensor = fuzz_inputs(), torch.zeros(shape)
+        if field in ("text", "pooled"):
+            return dataclasses.replace(inputs, prompts=dataclasses.replace(inputs.prompts, **{field: tensor}))
+        if field == "keyframe":
+            return dataclasses.replace(inputs, keyframes={3: tensor})
+        return dataclasses.replace(inputs, **{field: tensor})
+
+    cases = st.builds(lambda field, shape: (settings, lambda: changed(field, shape)), fields, dims)
+    assert not escapes(cases, run_or_refuse, 300)
