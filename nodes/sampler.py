@@ -13,7 +13,7 @@ from ..framepack_core.generate import initial_state, validate_run
 from ..framepack_core.validation import keyframes_by_frame
 from ..framepack_core.resume import CONTINUE, STOP, ResumeWriter, load_resume
 from .comfy_sampling import SAMPLER_NAMES, ComfySectionSampler, framepack_sampler
-from .convert import image_embeddings, latent_frames, text_conditioning, to_comfy_latent
+from .convert import LATENT_FORMAT, image_embeddings, latent_frames, text_conditioning
 from .resume import AUTO, chosen_path, remove_old_runs, resume_choices, run_fingerprint
 from .types import KeyframesSocket, PromptsSocket, ScheduleSocket
 from .video import (VideoOutputSocket, check_video_output_is_fed, finished_output, keep_partial,
@@ -191,6 +191,7 @@ class FramePackSampler(io.ComfyNode):
             saving = writer is not None and writer.run_id is not None
             streaming = start_streaming(video_output, settings.plans(history_frames(inputs)), start,
                                         target if saving else None, cls.hidden)
+        del start  # generate makes its own video buffer: one buffer of the whole latent video at a time
         # The saved run stays after the video is finished, until the retention policy removes it: a crash in a
         # later node (a VAE decode out of memory) then costs no sampling.
         try:
@@ -200,8 +201,14 @@ class FramePackSampler(io.ComfyNode):
                 keep_partial(streaming, settings.num_sections)
             raise
         if streaming is None:
-            return io.NodeOutput(to_comfy_latent(video), None)
-        return finished_output(streaming, to_comfy_latent(video))
+            return io.NodeOutput(comfy_latent_in_place(video), None)
+        return finished_output(streaming, comfy_latent_in_place(video))
+
+
+def comfy_latent_in_place(video: torch.Tensor) -> dict:
+    """``to_comfy_latent`` in the video's own buffer (the same division), so a long video's output does not
+    need a second copy of its latents."""
+    return {"samples": video.div_(LATENT_FORMAT.scale_factor)}
 
 
 def chained(*callbacks):

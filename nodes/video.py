@@ -84,8 +84,9 @@ def vae_identity(vae) -> str:
 class StreamingVideo:
     """An ``on_section`` callback writing the video as the sections finish (see the module docstring)."""
 
-    def __init__(self, options: dict, plans, parts_folder: Path, metadata: dict, node_id):
+    def __init__(self, options: dict, plans, parts_folder: Path, metadata: dict, node_id, temporary: bool):
         self.options, self.parts, self.metadata, self.node_id = options, parts_folder, metadata, node_id
+        self.temporary = temporary  # parts in a temporary folder (resume off), removed when the video is written
         self.stitcher = SectionStitcher(section_clips(plans))
         self.done = 0
 
@@ -159,11 +160,9 @@ class StreamingVideo:
         """Show the live file on the node, or (inverted sampling, finishing from the end back) the newest part."""
         if self.extend_live(section):
             result = ui.SavedResult(self.live_path.name, self.live_subfolder, io.FolderType.output)
-        elif self.part_path(section).is_file():
-            result = saved_result(self.part_path(section))
         else:
-            return
-        if self.node_id is not None and PromptServer.instance is not None:
+            result = saved_result(self.part_path(section)) if self.part_path(section).is_file() else None
+        if result is not None and self.node_id is not None and PromptServer.instance is not None:
             PromptServer.instance.send_sync("executed", {"node": self.node_id, "display_node": self.node_id,
                                                          "output": ui.PreviewVideo([result]).as_dict()})
 
@@ -283,9 +282,9 @@ def save_metadata(prompt, extra_pnginfo) -> dict:
 
 def parts_folder(run_folder: Path | None, options: dict) -> Path:
     """The parts live beside the run's resume pieces (so a resumed run finds them), keyed by the VAE and the
-    encoding options; without resume in a temporary folder of the output directory."""
-    if run_folder is None:
-        return Path(folder_paths.get_temp_directory()) / f"framepack_parts_{uuid.uuid4().hex[:12]}"
+    encoding options; without resume in a hidden folder of the output directory, removed afterwards."""
+    if run_folder is None:  # not ComfyUI's temp folder: a ComfyUI starting beside this one empties it
+        return Path(folder_paths.get_output_directory()) / f".framepack_parts_{uuid.uuid4().hex[:12]}"
     key = hashlib.sha256(json.dumps([vae_identity(options["vae"]), options["crf"], options["pixel_format"],
                                      options["tile_size"], FPS]).encode()).hexdigest()[:16]
     return run_folder / f"video_{key}"
@@ -310,8 +309,8 @@ def check_video_output_is_fed(video_output, prompt, node_id) -> None:
 
 def start_streaming(video_output: dict, plans, start, run_folder: Path | None, hidden) -> StreamingVideo:
     streaming = StreamingVideo(video_output, plans, parts_folder(run_folder, video_output),
-                               save_metadata(hidden.prompt, hidden.extra_pnginfo), hidden.unique_id)
-    streaming.temporary = run_folder is None
+                               save_metadata(hidden.prompt, hidden.extra_pnginfo), hidden.unique_id,
+                               temporary=run_folder is None)
     streaming.begin(start.video, start.next_section)
     return streaming
 
@@ -327,6 +326,10 @@ def finished_output(streaming: StreamingVideo, latent: dict) -> io.NodeOutput:
 
 def keep_partial(streaming: StreamingVideo, sections: int) -> None:
     """On a cancel or error: the finished sections as a playable MP4, and where it is."""
+    if streaming.done == 0:
+        log.warning("FramePack: stopped before the first section was finished; no video was written.")
+        remove_temporary(streaming)
+        return
     try:
         path, _ = streaming.finish("_partial")
     except (OSError, av.FFmpegError) as err:

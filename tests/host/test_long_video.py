@@ -73,6 +73,9 @@ def test_cancelled_streaming_run_leaves_a_playable_video_and_resumes_to_the_same
     while max((len(list(run.glob("section_*"))) for run in set(folder.glob("framepack_*")) - before), default=0) < 3:
         assert time.time() < deadline, "the run did not finish three sections"
         time.sleep(0.05)
+    if mode == "vanilla":  # the live file plays while the run goes on (two sections at least have their parts)
+        [live] = output_videos(server, f"long_{mode}_live_*.mp4")
+        assert read_mp4(live)["frames"] >= 4 * WINDOW + 3  # 4 + 4W final frames, less the last one in the muxer
     server.post("/interrupt", {})
     while answer["prompt_id"] not in server.get(f"/history/{answer['prompt_id']}"):
         time.sleep(0.2)
