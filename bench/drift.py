@@ -1,6 +1,6 @@
 """Drift of the shipped shapes model in the three sampling modes (an experiment, not a test).
 
-    python3 -m bench.drift [--clips 16] [--sections 30] [--steps 10] [--out bench/results] [--baseline FILE]
+    python3 -m bench.drift [--clips 16] [--sections 30] [--steps 2] [--out bench/results] [--baseline FILE]
 
 Generates ``--sections`` sections (3 latent frames each, so 3 n + 1 frames; 30 sections = 12 s at the
 project's 30 fps section math) from the first frame and caption of ``--clips`` held-out clips in vanilla,
@@ -30,7 +30,7 @@ import torch
 
 from bench.report import write_results
 from framepack_core import data, load_transformer
-from framepack_core.demo import DEFAULT_MODEL, labelled_sheet, to_images
+from framepack_core.demo import DEFAULT_MODEL, DEFAULT_STEPS, labelled_sheet, to_images
 from framepack_core.drift import (frame_rmse, markdown_table, run_clip, score_video, sharpness, summarise)
 from framepack_core.motion import MotionScore, score_motion
 from framepack_core.planning import MODES
@@ -44,7 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
     parser.add_argument("--clips", type=int, default=16, help="held-out clips (test split numbers 0 .. clips-1)")
     parser.add_argument("--sections", type=int, default=30)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="bench/results")

@@ -1,6 +1,6 @@
 """Generate videos with the shipped shapes model on any CPU: every sampling mode, one held-out clip.
 
-    python -m framepack_core.demo [--out demo_out] [--clip 0] [--seconds 10] [--steps 10]
+    python -m framepack_core.demo [--out demo_out] [--clip 0] [--seconds 10] [--steps 2]
 
 The start frame and caption come from a test-split clip of the procedural world (``data``), which the model
 never saw. Each mode generates ``section_count(seconds, 3)`` sections with the core engine
@@ -33,6 +33,11 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "framepack_shap
 WINDOW = 3
 UPSCALE = 4
 SHEET_COLUMNS = 12
+# Sampling steps per section for the shapes model, chosen on the drift bench (bench/results/drift*): with 10 UniPC
+# steps the small model draws fine detail it cannot predict from its context anew in every frame (flicker twice
+# the truth's); 2 steps stay close to its prediction of the section and flicker 1.4x the truth's, with less drift
+# of sharpness and colour. The real model keeps the usual 25.
+DEFAULT_STEPS = 2
 LABEL_PAD = 4  # pixels around the labels
 PROGRESS_SECONDS = 2.0  # at most one progress line per this many seconds and mode
 ROWS = ("ground_truth",) + MODES
@@ -45,7 +50,7 @@ def clip_inputs(spec: data.ClipSpec) -> GenerationInputs:
                             image_embeddings=data.image_embeddings(start))
 
 
-def generate_clip(model, spec: data.ClipSpec, mode: str, num_sections: int, *, steps: int = 10,
+def generate_clip(model, spec: data.ClipSpec, mode: str, num_sections: int, *, steps: int = DEFAULT_STEPS,
                   seed: int = 0, on_section=None) -> torch.Tensor:
     """Latents (1, 16, 3 n + 1, 8, 8) of a clip continued from its first frame and caption by ``model``."""
     settings = GenerationSettings(mode=mode, num_sections=num_sections, latent_window_size=WINDOW, steps=steps,
@@ -223,8 +228,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "never saw in training (default 0)")
     parser.add_argument("--seconds", type=positive(float, "number of seconds", "--seconds 10"), default=10.0,
                         help="video length at the project's 30 fps section math (default 10)")
-    parser.add_argument("--steps", type=positive(int, "whole number of sampling steps", "--steps 10"), default=10,
-                        help="sampling steps per section (default 10)")
+    parser.add_argument("--steps", type=positive(int, "whole number of sampling steps", "--steps 2"),
+                        default=DEFAULT_STEPS, help=f"sampling steps per section (default {DEFAULT_STEPS})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=positive(int, "whole number of threads", "--threads 1"), default=1,
                         help="torch CPU threads (one is fastest for this size)")

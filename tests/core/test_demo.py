@@ -22,7 +22,7 @@ def no_model_load(monkeypatch):
 @pytest.mark.parametrize("argv, expected", [
     (["--seconds", "-3"], ["argument --seconds", "'-3'", "positive number of seconds", "--seconds 10"]),
     (["--seconds", "nan"], ["argument --seconds", "'nan'"]),
-    (["--steps", "0"], ["argument --steps", "'0'", "positive whole number of sampling steps", "--steps 10"]),
+    (["--steps", "0"], ["argument --steps", "'0'", "positive whole number of sampling steps", "--steps 2"]),
     (["--threads", "0"], ["argument --threads", "'0'", "--threads 1"]),
     (["--clip", "-1"], ["argument --clip", "'-1'", ">= 0"]),
     (["--model", "no/such/model.safetensors"], ["argument --model", "no/such/model.safetensors", "is not a file"]),
