@@ -6,10 +6,17 @@ the engine's own ``context_inputs``, so training sees exactly the packing infere
 latents are noised with flow matching (``x_t = (1 - t) x0 + t noise``, target velocity ``noise - x0``, t
 logit-normal then shifted like the inference schedule, times ``time_shift``) and the transformer regresses the
 velocity (MSE, optionally weighted towards what moves: ``motion_weight``). One step's batch shares a section
-layout (different clips), because packed layouts differ between sections. The shipped shapes model:
+layout (different clips), because packed layouts differ between sections. The shipped shapes model was trained
+in two stages (``models/framepack_shapes/TRAINING.md``): from scratch, then fine-tuned from that file with half of
+the times at low noise:
 
     python -m framepack_core.train --run runs/framepack_shapes --steps 13000 --max-minutes 60 \
         --learning-rate 0.0012 --time-shift 3 --motion-weight 4 \
+        --modes vanilla vanilla anti_drifting inverted_anti_drifting \
+        --export runs/framepack_shapes/framepack_shapes.safetensors
+    python -m framepack_core.train --run runs/ft_lownoise --steps 4400 --max-minutes 66 \
+        --init-weights runs/framepack_shapes/framepack_shapes.safetensors --learning-rate 0.0005 \
+        --low-noise-fraction 0.5 --time-shift 3 --motion-weight 4 \
         --modes vanilla vanilla anti_drifting inverted_anti_drifting \
         --export models/framepack_shapes/framepack_shapes.safetensors
 
