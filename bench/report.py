@@ -2,21 +2,25 @@
 
     python -m bench.report [--results bench/results] [--readme README.md]
 
-Every benchmark script ends with ``write_results``, which calls ``refresh(name)``, so the README block between ``<!-- bench:NAME -->``
-and ``<!-- /bench:NAME -->`` always shows its latest ``bench/results/NAME.json``; running this module rewrites
-all blocks (after editing a summary, say). No number in those blocks is typed by hand.
+Every benchmark script ends with ``write_results``, which writes ``NAME.json`` and ``NAME.md`` to its output
+folder and nothing else: a benchmark run never edits the README. Running this module rewrites every README block
+between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` from ``bench/results/NAME.json``, so no number in
+those blocks is typed by hand, and a CI test checks that the committed README equals what it writes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 README = ROOT / "README.md"
+
+log = logging.getLogger(__name__)
 
 
 def machine_line(r: dict) -> str:
@@ -191,14 +195,14 @@ def refresh(name: str, results: Path = RESULTS, readme: Path = README) -> None:
 
 
 def write_results(name: str, out, report: dict, markdown: str) -> None:
-    """A benchmark's last step: ``out/NAME.json`` and ``out/NAME.md``, and its README block refreshed when
-    ``out`` is the repository's results folder."""
+    """A benchmark's last step: ``out/NAME.json`` and ``out/NAME.md`` (``python -m bench.report`` then
+    refreshes the README from them)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
     (out / f"{name}.md").write_text(markdown, encoding="utf-8")
-    if out.resolve() == RESULTS:
-        refresh(name)
+    log.info("wrote %s and %s; python -m bench.report refreshes the README from them",
+             out / f"{name}.json", out / f"{name}.md")
 
 
 def main(argv=None) -> None:
