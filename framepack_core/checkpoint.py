@@ -99,15 +99,15 @@ def open_checkpoint(path) -> CheckpointSource:
     return open_files(path, [path], config=None)
 
 
-def check_regular_file(path: Path) -> None:
+def check_regular_file(path, what: str = "checkpoint", error: type = CheckpointError) -> None:
     """Refuse a FIFO, device or socket before opening it: reading a FIFO would block forever."""
     try:
         mode = os.stat(path).st_mode
     except OSError as err:
-        raise CheckpointError(f"cannot read {path}: {err}.") from None
+        raise error(f"cannot read the {what} {path}: {err}.") from None
     if not stat.S_ISREG(mode):
-        raise CheckpointError(f"{path} is not a regular file (it is a FIFO, device or socket); a checkpoint must be a "
-                              "plain .safetensors file. Replace it with the downloaded file.")
+        raise error(f"the {what} {path} is not a regular file (it is a FIFO, device or socket); it must be a plain "
+                    ".safetensors file: replace it with the downloaded file.")
 
 
 def shard_path(folder: Path, name) -> Path:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import stat
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from .checkpoint import check_regular_file
 from .errors import InputError
 from .validation import finite
 
@@ -79,13 +79,7 @@ def read_lora(path) -> dict:
     if not str(path).lower().endswith(".safetensors"):
         raise InputError(f"LoRA {path} is not a .safetensors file; only safetensors are read because pickle files "
                          "can run code. Convert it or get the .safetensors release.")
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as err:
-        raise InputError(f"cannot read the LoRA {path}: {err}.") from None
-    if not stat.S_ISREG(mode):
-        raise InputError(f"LoRA {path} is not a regular file (a FIFO, device or socket); put the downloaded "
-                         ".safetensors file there.")
+    check_regular_file(path, "LoRA", InputError)
     try:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as err:
