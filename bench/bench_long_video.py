@@ -230,7 +230,7 @@ def extrapolation(runs: list) -> str:
     image = frames * 640 * 640 * 3 * 4
     latents = latent_bytes(60, 640, 640)
     return (f"a 60 s video at 640x640 is {frames} frames: {image / 2**30:.2f} GiB as a float32 IMAGE, which "
-            f"VAEDecodeTiled holds about 4 times over at its peak (~{4 * image / 2**30:.0f} GiB, measured in issue 12) "
+            f"VAEDecodeTiled holds about 4 times over at its peak (~{4 * image / 2**30:.0f} GiB; the 4.0x was measured in the ComfyUI host) "
             f"and ComfyUI then keeps cached; the streaming path holds one section window of pixels (69 frames, "
             f"{69 * 640 * 640 * 3 * 4 / 2**20:.0f} MiB, plus the real VAE's activations for that window) and the "
             f"latent video ({latents / 2**20:.0f} MiB), so its peak does not grow with the length beyond the latents.")

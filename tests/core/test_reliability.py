@@ -1,4 +1,4 @@
-"""Reliability: the adversarial cases of issue 14, one test (or parametrised case) each, by class.
+"""Reliability: adversarial cases, one test (or parametrised case) each, by class.
 
 1 silent wrong results, 2 obscure errors, 3 super-linear parsers, 4 paths outside the model folders, 6 resource
 bounds, 7 miswiring. (Classes 0 and 5, resume files and a read-only disk, belong to the resume tests.) Every
