@@ -209,11 +209,12 @@ def markdown(r: dict) -> str:
               f"{t['rss_difference_mb']:.0f} MB, allowed 1.2 x the 120 s latents = {t['allowed_mb']:.0f} MB "
               f"({'met' if t['rss_met'] else 'NOT met'}); per-section time last 10 / first 10 = "
               f"{t['time_ratio'] or float('nan'):.3f} ({'met' if t['time_met'] else 'NOT met'}); mean s/section per "
-              f"tenth of the 120 s run: {', '.join(f'{x:.1f}' for x in tenths(long['section_times_s']))} (the CPU "
-              "is shared: the times follow the machine's load, not the section number). Resume piece per section "
+              f"tenth of the 120 s run: {', '.join(f'{x:.1f}' for x in tenths(long['section_times_s']))} (on a "
+              "shared CPU they follow the machine's load). Resume piece per section "
               f"{t['piece_bytes']} bytes at the first and the last section. What does grow is the latent video "
               f"itself ({more_latents:.0f} MB more at 120 s than at 10 s), which the sampler holds once; pixel "
-              "frames never accumulate: at 128x128 the streaming rows stay flat from 10 s to 120 s while the "
+              f"frames never accumulate: at {r['runs'][0]['width']}x{r['runs'][0]['height']} the streaming rows stay "
+              "nearly flat from 10 s to 120 s (their growth is the latent video, plus allocator slack) while the "
               "VAEDecodeTiled rows grow with the length (every frame as float32, several times over, then cached).",
               "", f"Extrapolation: {r['extrapolation']}",
               "", f"Machine: {r['machine']['cpu']}, {r['machine']['usable_cores']} usable cores, shared with other "
@@ -230,7 +231,8 @@ def extrapolation(runs: list) -> str:
     image = frames * 640 * 640 * 3 * 4
     latents = latent_bytes(60, 640, 640)
     return (f"a 60 s video at 640x640 is {frames} frames: {image / 2**30:.2f} GiB as a float32 IMAGE, which "
-            f"VAEDecodeTiled holds about 4 times over at its peak (~{4 * image / 2**30:.0f} GiB; the 4.0x was measured in the ComfyUI host) "
+            f"VAEDecodeTiled holds about 4 times over at its peak (~{4 * image / 2**30:.0f} GiB; 4.0x measured in the "
+            "ComfyUI host) "
             f"and ComfyUI then keeps cached; the streaming path holds one section window of pixels (69 frames, "
             f"{69 * 640 * 640 * 3 * 4 / 2**20:.0f} MiB, plus the real VAE's activations for that window) and the "
             f"latent video ({latents / 2**20:.0f} MiB), so its peak does not grow with the length beyond the latents.")
