@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -243,3 +244,20 @@ def test_a_finished_run_is_returned_at_once_after_a_later_node_failed(server):
     assert_success(again)
     assert "resuming" in server.log_path.read_text()[log_before:]
     assert (saved_latent(server, again) - saved_latent(server, first)).abs().max() == 0
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="needs chromium for the frontend check (apt-get install chromium)")
+def test_the_growing_video_plays_in_the_real_frontend_while_later_sections_sample(server, tmp_path):
+    """At the third section the sampler node plays the live MP4; after the run the same node shows the whole video."""
+    prompt = tmp_path / "streaming.json"
+    prompt.write_text(json.dumps(streaming_graph("vanilla", seconds=10, resume_file="off", prefix="video/watched")))
+    result = subprocess.run([comfy_python(), str(Path(__file__).parent / "frontend_stream_check.py"), "--server",
+                             server.url, "--prompt", str(prompt), "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["status"] == "success"
+    live = [v for v in report["during"]["videos"] if "_live" in v["src"]]
+    assert live and live[0]["ready"] >= 2 and live[0]["advanced"], report["during"]
+    final = [v for v in report["after"]["videos"] if "watched" in v["src"] and "_live" not in v["src"]]
+    assert final and final[0]["ready"] >= 1 and final[0]["duration"] > live[0]["duration"], report["after"]
