@@ -4,10 +4,10 @@
 
 Each run starts its own ComfyUI server (CPU, temporary folders, the tiny reference transformer, the test stub
 encoders and the stub video VAE of ``tests/host/stub_nodes``: 16 latent channels, 8x space, causal 4x time), queues
-one graph through the HTTP API and samples the server's RSS every 50 ms. The transformer is not called: a stub
-SAMPLER returns each section's noise, so what is measured is everything around sampling (resume writes, decode,
-stitching, encoding, the latent buffer), the parts that used to grow with the video; the transformer's own constant
-cost per section is ``bench_sections``'. Paths compared:
+one graph through the HTTP API and samples the server's RSS every 50 ms. In the sweep the transformer is not
+called: a stub SAMPLER returns each section's noise, so what is measured is everything around sampling (resume
+writes, decode, stitching, encoding, the latent buffer), the parts that used to grow with the video. The done-when
+runs at 640x608 sample every section with the tiny reference transformer, end to end. Paths compared:
 
 - ``stream``: the sampler's ``video_output`` (FramePack Video Output → MP4 section by section), resume on or off;
 - ``tiled``: the sampler's LATENT → ``VAEDecodeTiled → CreateVideo → SaveVideo``, resume on.
@@ -103,7 +103,7 @@ class Host:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def graph(path: str, seconds: float, width: int, height: int, resume: bool, steps: int) -> dict:
+def graph(path: str, seconds: float, width: int, height: int, resume: bool, steps: int, sample: bool) -> dict:
     g = {
         "loader": {"class_type": "FramePackModelLoader", "inputs": {"model_name": "framepack_tiny.safetensors",
                                                                     "weight_dtype": "default"}},
@@ -116,9 +116,10 @@ def graph(path: str, seconds: float, width: int, height: int, resume: bool, step
             "sampler_name": "unipc_bh1", "teacache_threshold": 0.0, "width": width, "height": height,
             "resume_file": "auto" if resume else "off"}},
         "vae": {"class_type": "FramePackTestVideoVAE", "inputs": {"seed": 0, "width": 8}},
-        "no_model": {"class_type": "FramePackTestNoModelSampler", "inputs": {}},
     }
-    g["sampler"]["inputs"]["sampler"] = ["no_model", 0]
+    if not sample:  # the sweep measures everything around sampling: a stub SAMPLER returns the noise
+        g["no_model"] = {"class_type": "FramePackTestNoModelSampler", "inputs": {}}
+        g["sampler"]["inputs"]["sampler"] = ["no_model", 0]
     if path == "stream":
         g["video_output"] = {"class_type": "FramePackVideoOutput", "inputs": {
             "vae": ["vae", 0], "filename_prefix": "video/bench", "crf": 16, "pixel_format": "yuv420p",
@@ -137,7 +138,7 @@ def graph(path: str, seconds: float, width: int, height: int, resume: bool, step
 
 
 def measure(comfy: Path, python: str, path: str, seconds: float, width: int, height: int, resume: bool,
-            steps: int) -> dict:
+            steps: int, sample: bool = False) -> dict:
     """One run in a fresh server: peak RSS above the idle server's, wall time, and section times."""
     host = Host(comfy, python)
     try:
@@ -153,7 +154,7 @@ def measure(comfy: Path, python: str, path: str, seconds: float, width: int, hei
         monitor = threading.Thread(target=sample, daemon=True)
         monitor.start()
         start = time.time()
-        prompt_id = host.queue(graph(path, seconds, width, height, resume, steps))
+        prompt_id = host.queue(graph(path, seconds, width, height, resume, steps, sample))
         while True:
             history = host.get(f"/history/{prompt_id}")
             if prompt_id in history and history[prompt_id]["status"].get("completed") is not None:
@@ -219,10 +220,18 @@ def markdown(r: dict) -> str:
               "", f"Extrapolation: {r['extrapolation']}",
               "", f"Machine: {r['machine']['cpu']}, {r['machine']['usable_cores']} usable cores, shared with other "
               f"work (1-minute load average {r['load_average'][0]:.1f} at the start, {r['load_average'][1]:.1f} at "
-              "the end); tiny reference transformer loaded but not called (a stub SAMPLER returns the noise), stub "
+              "the end); " + sampling(r) + ", stub "
               "VAE (1x1 convolutions, nearest upsampling), H.264 CRF 16.",
               "", "![peak RSS growth by video length](bench/results/long_video.png)"]
     return "\n".join(lines)
+
+
+def sampling(r: dict) -> str:
+    """What the transformer did in the runs of report ``r`` (reports before "steps" was recorded used a stub)."""
+    if "steps" not in r:
+        return "tiny reference transformer loaded but not called (a stub SAMPLER returns the noise)"
+    return ("the sweep's transformer is loaded but not called (a stub SAMPLER returns the noise), the 640x608 runs "
+            f"sample every section with the tiny reference transformer ({r['steps']} step per section);")
 
 
 def extrapolation(runs: list) -> str:
@@ -276,7 +285,9 @@ def main() -> None:
                 continue
             runs.append(measure(comfy, python, path, seconds, args.small, args.small, resume, args.steps))
             log.info("%s", {k: v for k, v in runs[-1].items() if k != "section_times_s"})
-    target = [measure(comfy, python, "stream", s, 640, 608, True, args.steps) for s in (10, max(args.lengths))]
+    # The done-when runs sample every section with the tiny reference transformer (one step per section).
+    target = [measure(comfy, python, "stream", s, 640, 608, True, args.steps, sample=True)
+              for s in (10, max(args.lengths))]
     runs += target
     difference = target[1]["growth_mb"] - target[0]["growth_mb"]
     allowed = 1.2 * target[1]["latent_bytes"] / 2**20
@@ -284,7 +295,7 @@ def main() -> None:
     targets = {"rss_difference_mb": difference, "allowed_mb": allowed, "rss_met": difference <= allowed,
                "time_ratio": ratio(times), "time_met": ratio(times) is not None and abs(ratio(times) - 1) <= 0.1,
                "piece_bytes": target[1]["piece_bytes"]}
-    report = {"machine": machine_info(), "load_average": [load_start, os.getloadavg()[0]], "runs": runs,
+    report = {"steps": args.steps, "machine": machine_info(), "load_average": [load_start, os.getloadavg()[0]], "runs": runs,
               "targets": targets, "extrapolation": extrapolation(runs)}
     args.out.mkdir(parents=True, exist_ok=True)
     plot(runs, args.out)
