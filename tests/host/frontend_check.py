@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import shutil
@@ -104,55 +105,65 @@ class Page:
         return result["result"].get("value")
 
 
-async def check(server: str, files: list[Path], thumbnails: bool, api: bool = False) -> dict:
+@contextlib.asynccontextmanager
+async def frontend(server: str, *flags: str, window: str = "3400,1900"):
+    """A headless Chromium showing ComfyUI's frontend at ``server``: yields (aiohttp session, Page) once the
+    frontend has registered its nodes."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         raise SystemExit("no chromium on PATH (apt-get install chromium)")
     port = free_port()
     with tempfile.TemporaryDirectory() as profile:
-        process = subprocess.Popen([browser, "--headless=new", "--no-sandbox", "--disable-gpu",
+        process = subprocess.Popen([browser, "--headless=new", "--no-sandbox", "--disable-gpu", *flags,
                                     f"--remote-debugging-port={port}", f"--user-data-dir={profile}",
-                                    "--window-size=3400,1900", "about:blank"],
+                                    f"--window-size={window}", "about:blank"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            return await drive(f"http://127.0.0.1:{port}", server, files, thumbnails, api)
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(await page_target(session, f"http://127.0.0.1:{port}"),
+                                              max_msg_size=0) as ws:
+                    page = Page(ws)
+                    await page.call("Page.enable")
+                    await page.call("Page.navigate", url=server)
+                    for _ in range(300):
+                        if await page.evaluate(READY_JS):
+                            break
+                        await asyncio.sleep(0.2)
+                    else:
+                        raise SystemExit("the ComfyUI frontend did not start in 60 s")
+                    await page.evaluate(CLOSE_DIALOGS_JS)  # e.g. the first-run template browser
+                    yield session, page
         finally:
             process.terminate()
             process.wait(timeout=30)
 
 
-async def drive(devtools: str, server: str, files: list[Path], thumbnails: bool, api: bool) -> dict:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(100):
-            try:
-                async with session.get(devtools + "/json/list") as response:
-                    targets = [t for t in await response.json() if t["type"] == "page"]
-                    break
-            except aiohttp.ClientError:
-                await asyncio.sleep(0.2)
-        async with session.ws_connect(targets[0]["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-            page = Page(ws)
-            await page.call("Page.enable")
-            await page.call("Page.navigate", url=server)
-            for _ in range(300):
-                if await page.evaluate(READY_JS):
-                    break
-                await asyncio.sleep(0.2)
-            else:
-                raise SystemExit("the ComfyUI frontend did not start in 60 s")
-            results = {}
-            for file in files:
-                await page.evaluate(CLOSE_DIALOGS_JS)  # e.g. the first-run template browser
-                workflow = json.loads(file.read_text())
-                result = await page.evaluate(f"{LOAD_JS}({json.dumps(workflow)})")
-                result["dialog"] = await page.evaluate(DIALOG_JS)
-                if api:
-                    result["api"] = await page.evaluate(EXPORT_API_JS)
-                results[file.name] = result
-                if thumbnails:
-                    shot = await page.call("Page.captureScreenshot", format="png")
-                    save_thumbnail(base64.b64decode(shot["data"]), file.with_suffix(".jpg"))
-            return results
+async def page_target(session, devtools: str) -> str:
+    """The DevTools websocket of the browser's page, once the browser answers."""
+    for _ in range(100):
+        try:
+            async with session.get(devtools + "/json/list") as response:
+                return next(t for t in await response.json() if t["type"] == "page")["webSocketDebuggerUrl"]
+        except (aiohttp.ClientError, StopIteration):
+            await asyncio.sleep(0.2)
+    raise SystemExit(f"headless Chromium did not answer at {devtools}")
+
+
+async def check(server: str, files: list[Path], thumbnails: bool, api: bool = False) -> dict:
+    async with frontend(server) as (_, page):
+        results = {}
+        for file in files:
+            await page.evaluate(CLOSE_DIALOGS_JS)
+            workflow = json.loads(file.read_text())
+            result = await page.evaluate(f"{LOAD_JS}({json.dumps(workflow)})")
+            result["dialog"] = await page.evaluate(DIALOG_JS)
+            if api:
+                result["api"] = await page.evaluate(EXPORT_API_JS)
+            results[file.name] = result
+            if thumbnails:
+                shot = await page.call("Page.captureScreenshot", format="png")
+                save_thumbnail(base64.b64decode(shot["data"]), file.with_suffix(".jpg"))
+        return results
 
 
 def main() -> None:

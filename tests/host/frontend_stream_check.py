@@ -16,13 +16,9 @@ import argparse
 import asyncio
 import base64
 import json
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
-import aiohttp
-from frontend_check import CLOSE_DIALOGS_JS, READY_JS, Page, free_port
+from frontend_check import Page, frontend
 
 WATCH_JS = """(() => {
   window.__framepack_shown = 0;
@@ -69,67 +65,32 @@ async def snapshot(page: Page, path: Path) -> dict:
     return {"videos": videos, "output": await page.evaluate(OUTPUT_JS), "screenshot": str(path)}
 
 
-async def watch(devtools: str, server: str, prompt: dict, out: Path, timeout: float) -> dict:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(100):
-            try:
-                async with session.get(devtools + "/json/list") as response:
-                    targets = [t for t in await response.json() if t["type"] == "page"]
-                    break
-            except aiohttp.ClientError:
-                await asyncio.sleep(0.2)
-        async with session.ws_connect(targets[0]["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-            page = Page(ws)
-            await page.call("Page.enable")
-            await page.call("Page.navigate", url=server)
-            for _ in range(300):
-                if await page.evaluate(READY_JS):
-                    break
-                await asyncio.sleep(0.2)
-            else:
-                raise SystemExit("the ComfyUI frontend did not start in 60 s")
-            await page.evaluate(CLOSE_DIALOGS_JS)
-            await page.evaluate(f"{LOAD_API_JS}({json.dumps(prompt)})")
-            await page.evaluate(WATCH_JS)
-            # Queued as this page's own prompt (its client id), as the Run button does: ComfyUI sends a node's
-            # final output only to the client that queued the prompt.
-            client_id = await page.evaluate("window.comfyAPI.api.api.clientId")
-            async with session.post(server + "/prompt", json={"prompt": prompt, "client_id": client_id}) as response:
-                prompt_id = (await response.json())["prompt_id"]
-            result = {}
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            while "during" not in result and loop.time() < deadline:
-                if await page.evaluate("window.__framepack_shown") >= 3:
-                    result["during"] = await snapshot(page, out / "during.png")
-                await asyncio.sleep(0.2)
-            while loop.time() < deadline:
-                async with session.get(f"{server}/history/{prompt_id}") as response:
-                    entry = (await response.json()).get(prompt_id)
-                if entry and entry.get("status", {}).get("completed") is not None:
-                    await asyncio.sleep(1.5)  # the frontend shows the node's final output
-                    result["after"] = await snapshot(page, out / "after.png")
-                    result["status"] = entry["status"]["status_str"]
-                    break
-                await asyncio.sleep(0.5)
-            return result
-
-
 async def check(server: str, prompt: dict, out: Path, timeout: float) -> dict:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if browser is None:
-        raise SystemExit("no chromium on PATH (apt-get install chromium)")
-    port = free_port()
-    with tempfile.TemporaryDirectory() as profile:
-        process = subprocess.Popen([browser, "--headless=new", "--no-sandbox", "--disable-gpu",
-                                    "--autoplay-policy=no-user-gesture-required", f"--remote-debugging-port={port}",
-                                    f"--user-data-dir={profile}", "--window-size=1600,1000", "about:blank"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            return await watch(f"http://127.0.0.1:{port}", server, prompt, out, timeout)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    async with frontend(server, "--autoplay-policy=no-user-gesture-required", window="1600,1000") as (session, page):
+        await page.evaluate(f"{LOAD_API_JS}({json.dumps(prompt)})")
+        await page.evaluate(WATCH_JS)
+        # Queued as this page's own prompt (its client id), as the Run button does: ComfyUI sends a node's
+        # final output only to the client that queued the prompt.
+        client_id = await page.evaluate("window.comfyAPI.api.api.clientId")
+        async with session.post(server + "/prompt", json={"prompt": prompt, "client_id": client_id}) as response:
+            prompt_id = (await response.json())["prompt_id"]
+        result = {}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while "during" not in result and loop.time() < deadline:
+            if await page.evaluate("window.__framepack_shown") >= 3:
+                result["during"] = await snapshot(page, out / "during.png")
+            await asyncio.sleep(0.2)
+        while loop.time() < deadline:
+            async with session.get(f"{server}/history/{prompt_id}") as response:
+                entry = (await response.json()).get(prompt_id)
+            if entry and entry.get("status", {}).get("completed") is not None:
+                await asyncio.sleep(1.5)  # the frontend shows the node's final output
+                result["after"] = await snapshot(page, out / "after.png")
+                result["status"] = entry["status"]["status_str"]
+                break
+            await asyncio.sleep(0.5)
+        return result
 
 
 def main() -> None:
