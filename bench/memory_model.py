@@ -37,7 +37,7 @@ from framepack_core.buckets import BASE_640
 
 GiB = 2 ** 30
 PARAMS_13B = 12_874_314_816  # the released checkpoint's exact parameter count (reference key manifest)
-CONFIG_13B = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "framepack_i2v_hy_config.json"
+CONFIG_13B = Path(__file__).resolve().parents[1] / "tests" / "data" / "reference" / "framepack_i2v_hy_config.json"
 
 # ---- assumptions (each one is printed with the tables)
 ASSUMPTIONS = {

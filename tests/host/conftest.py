@@ -1,7 +1,7 @@
 """A real ComfyUI server for the host tests, or a clear skip when none is configured.
 
-Set COMFYUI_PATH to a ComfyUI checkout (``../shared/tools/comfyui-host setup`` makes one, and ``env`` prints
-the variables) and COMFYUI_PYTHON (or COMFYUI_VENV) to its interpreter. The server runs on a free loopback
+Set COMFYUI_PATH to a ComfyUI checkout and COMFYUI_PYTHON (or COMFYUI_VENV) to its interpreter (README,
+'Tests', shows how to make both). The server runs on a free loopback
 port with temporary model, input, output and custom-node folders: this pack and the test-only stub nodes are
 linked in, the tiny reference model is the only diffusion model, and the user's ComfyUI folders are not touched.
 """
