@@ -135,6 +135,14 @@ def check_settings(settings) -> None:
 
 def check_latent(name: str, latent, size: tuple, frames: int | None = None) -> None:
     """A (1, 16, T, H, W) latent of the start latent's size; ``frames`` fixes T (one image = one frame)."""
+    check_latent_layout(name, latent, frames)
+    if tuple(latent.shape[-2:]) != tuple(size):
+        raise InputError(f"{name} has shape {tuple(latent.shape)} but the start latent's size is {tuple(size)}: "
+                         "every image must be encoded at the same size (use one bucket for all of them).")
+
+
+def check_latent_layout(name: str, latent, frames: int | None = None) -> None:
+    """A (1, 16, T, H, W) latent, of ``frames`` frames when given (one image = one frame)."""
     if not torch.is_tensor(latent) or latent.ndim != 5 or latent.shape[1] != 16:
         got = tuple(latent.shape) if torch.is_tensor(latent) else type(latent).__name__
         raise InputError(f"{name} must be a latent (1, 16, T, H, W), got {got}; VAE-encode it with the "
@@ -145,9 +153,6 @@ def check_latent(name: str, latent, size: tuple, frames: int | None = None) -> N
     if frames is not None and latent.shape[2] != frames:
         raise InputError(f"{name} has {latent.shape[2]} latent frames {tuple(latent.shape)} but must have {frames}: "
                          "VAE-encode a single image.")
-    if tuple(latent.shape[-2:]) != tuple(size):
-        raise InputError(f"{name} has shape {tuple(latent.shape)} but the start latent's size is {tuple(size)}: "
-                         "every image must be encoded at the same size (use one bucket for all of them).")
 
 
 def history_frames(history) -> int:

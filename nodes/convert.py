@@ -10,7 +10,7 @@ import comfy.latent_formats
 import torch
 
 from ..framepack_core import InputError, TextConditioning
-from ..framepack_core.validation import check_image_embeddings, check_text
+from ..framepack_core.validation import check_image_embeddings, check_latent_layout, check_text
 
 LATENT_FORMAT = comfy.latent_formats.HunyuanVideo()
 
@@ -63,16 +63,8 @@ def image_embeddings(clip_vision_output, name: str, config) -> torch.Tensor:
 
 def latent_frames(latent, name: str, frames: int | None = None) -> torch.Tensor:
     """A ComfyUI LATENT (HunyuanVideo VAE) -> model-space latents (1, 16, T, H, W)."""
-    samples = latent.get("samples") if isinstance(latent, dict) else None
-    if not torch.is_tensor(samples) or samples.ndim != 5 or samples.shape[1] != 16:
-        got = tuple(samples.shape) if torch.is_tensor(samples) else type(latent).__name__
-        raise InputError(f"{name} must be a HunyuanVideo video latent (B, 16, T, H, W), got {got}; encode the image "
-                         "with VAEEncode and the hunyuan_video VAE.")
-    if samples.shape[0] != 1:
-        raise InputError(f"{name} holds a batch of {samples.shape[0]} latents {tuple(samples.shape)}; FramePack makes "
-                         "one video from one image: pick one with LatentFromBatch, or run the graph once per image.")
-    if frames is not None and samples.shape[2] != frames:
-        raise InputError(f"{name} has {samples.shape[2]} latent frames but must have {frames}: encode a single image.")
+    samples = latent.get("samples") if isinstance(latent, dict) else latent
+    check_latent_layout(name, samples, frames)
     return LATENT_FORMAT.process_in(samples.float())
 
 
