@@ -35,6 +35,7 @@ from pathlib import Path
 import psutil
 
 from bench.bench_forward import machine_info
+from framepack_core.conditioning import FPS as VIDEO_FPS
 from bench.report import write_results
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "reference" / "tiny_framepack.safetensors"
 STUBS = ROOT / "tests" / "host" / "stub_nodes"
 WINDOW = 9
-FPS = 30
+FPS = int(VIDEO_FPS)
 
 
 def free_port() -> int:

@@ -9,6 +9,7 @@ from comfy_api.latest import io
 
 from ..framepack_core import (MODES, GenerationInputs, GenerationSettings, InputError, generate, get_schedule,
                               section_count)
+from ..framepack_core.conditioning import FPS
 from ..framepack_core.generate import initial_state, validate_run
 from ..framepack_core.validation import keyframes_by_frame
 from ..framepack_core.resume import CONTINUE, STOP, ResumeWriter, load_resume
@@ -21,7 +22,6 @@ from .video import (VideoOutputSocket, check_video_output_is_fed, finished_outpu
 
 log = logging.getLogger(__name__)
 
-FPS = 30
 # The sampling mode each released checkpoint was trained for.
 TRAINED_MODE = {"f1": "vanilla", "i2v": "inverted_anti_drifting"}
 

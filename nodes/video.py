@@ -28,12 +28,13 @@ from comfy_api.latest import InputImpl, io, ui
 from server import PromptServer
 
 from ..framepack_core import InputError
+from ..framepack_core.conditioning import FPS as VIDEO_FPS
 from ..framepack_core.stitch import SectionStitcher, section_clips
 from .convert import to_comfy_latent
 
 log = logging.getLogger(__name__)
 
-FPS = 30
+FPS = int(VIDEO_FPS)  # H.264 frame rates are integers
 PIXEL_FORMATS = ("yuv420p", "yuv444p")
 LIVE_FLAGS = "frag_keyframe+empty_moov+default_base_moof+frag_every_frame"
 
