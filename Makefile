@@ -12,7 +12,7 @@ test: $(INSTALLED)
 	$(PY) -m pytest -q tests
 
 demo: $(INSTALLED)
-	$(PY) -m framepack_core.demo --out demo_out
+	$(PY) -m framepack_shapes.demo --out demo_out
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) || { echo "could not create $(VENV) with $(PYTHON): install the venv module (Debian: apt-get install python3-venv) or set PYTHON=/path/to/python3.10+"; exit 1; }

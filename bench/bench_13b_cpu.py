@@ -39,7 +39,7 @@ from bench.bench_forward import RssSampler, proc_status_mib, reset_peak_rss
 from bench.gpu.bench_gpu import Scale, generation_inputs, import_pack, settings_for, token_counts, forward_kwargs
 from bench.memory_model import LiveTensorBytes, activation_bytes
 from framepack_core import TransformerSectionSampler, generate, load_transformer
-from framepack_core.checkpoint import STORED_DTYPES, block_weight_dtype, open_checkpoint, parameter_count, storage_dtype
+from framepack_core.model.checkpoint import STORED_DTYPES, block_weight_dtype, open_checkpoint, parameter_count, storage_dtype
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 2 ** 20
@@ -62,7 +62,7 @@ def load(kind: str, path: Path, comfyui: Path | None, steps: int):
         return TransformerSectionSampler(model), model
     import folder_paths
 
-    loader, sampling = sys.modules["framepack_pack.nodes.loader"], sys.modules["framepack_pack.nodes.comfy_sampling"]
+    loader, sampling = sys.modules["framepack_pack.nodes.loader"], sys.modules["framepack_pack.comfy_adapter.section_sampler"]
     folder_paths.add_model_folder_path("diffusion_models", str(path.parent), is_default=True)
     patcher = loader.FramePackModelLoader.execute(path.name, kind.split()[1]).result[0]
     sampler = sampling.ComfySectionSampler(patcher, sampling.framepack_sampler("unipc_bh1"), steps)
@@ -78,7 +78,7 @@ def storage_for(kind: str, path: Path):
     import comfy.model_management as mm
 
     source = open_checkpoint(path)
-    supported = sys.modules["framepack_pack.nodes.model"].FramePackModelConfig.supported_inference_dtypes
+    supported = sys.modules["framepack_pack.comfy_adapter.native_model"].FramePackModelConfig.supported_inference_dtypes
     return mm.unet_dtype(mm.get_torch_device(), parameter_count(source), supported, weight_dtype=block_weight_dtype(source))
 
 
@@ -245,7 +245,7 @@ def markdown(report: dict) -> str:
 
 def main(argv=None) -> None:
     from bench.bench_forward import machine_info
-    from framepack_core.checkpoint import open_checkpoint, parameter_count
+    from framepack_core.model.checkpoint import open_checkpoint, parameter_count
 
     parser = argparse.ArgumentParser(prog="python -m bench.bench_13b_cpu", description=__doc__.split("\n\n")[0])
     parser.add_argument("--file", type=Path, required=True, help="an fp8 checkpoint from bench.make_checkpoint")

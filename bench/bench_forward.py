@@ -36,7 +36,7 @@ from torch import nn
 
 from bench.report import write_results
 from framepack_core import FramePackConfig, FramePackTransformer, load_transformer
-from framepack_core.checkpoint import save_config_metadata
+from framepack_core.model.checkpoint import save_config_metadata
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 MiB = 2 ** 20

@@ -35,7 +35,7 @@ from pathlib import Path
 import psutil
 
 from bench.bench_forward import machine_info
-from framepack_core.conditioning import FPS as VIDEO_FPS
+from framepack_core.engine.conditioning import FPS as VIDEO_FPS
 from bench.report import write_results
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
     python3 -m bench.bench_sections [--sections 50] [--out bench/results] [--threads 1] [--steps 2]
 
-A small random-weight FramePackTransformer generates ``--sections`` sections with ``framepack_core.generate``
+A small random-weight FramePackTransformer generates ``--sections`` sections with ``framepack_core.engine.generate``
 in the F1 (vanilla) and the inverted anti-drifting default layouts; every section's wall time is taken
 between ``on_section`` callbacks (so it includes noise, context gathering and sampling), together with the
 process CPU time, and its image-stream tokens from ``plan.image_tokens(H, W)`` (checked against the tokens

@@ -2,7 +2,7 @@
 
     python3 -m bench.bench_teacache [--models random shapes] [--repeats 5] [--steps 25] [--out bench/results]
 
-Each run generates a whole video with ``framepack_core.generate`` (inverted anti-drifting, 3 sections,
+Each run generates a whole video with ``framepack_core.engine.generate`` (inverted anti-drifting, 3 sections,
 ``--steps`` UniPC steps per section, fixed seed): without a cache, with TeaCache through
 ``GenerationSettings(teacache_threshold=...)`` and ``TransformerSectionSampler`` at thresholds 0.1 / 0.15 /
 0.2, and with ``MagCache`` (a holder with TeaCache's interface, reset per section the same way) at three
@@ -34,7 +34,7 @@ from bench.bench_forward import machine_info
 from bench.report import write_results
 from framepack_core import (FramePackConfig, FramePackTransformer, GenerationInputs, GenerationSettings,
                             TextConditioning, TransformerSectionSampler, generate, load_transformer)
-from framepack_core.teacache import MagCache
+from framepack_core.engine.step_caches import MagCache
 
 MODE, SECTIONS, SEED, OTHER_SEED = "inverted_anti_drifting", 3, 31337, 7
 TEACACHE_THRESHOLDS = (0.1, 0.15, 0.2)
@@ -65,8 +65,8 @@ def shapes_setup() -> dict | None:
     """The shipped shapes model on held-out clip 0 (its start frame, caption and image tokens), window 3."""
     if not SHAPES_MODEL.is_file():
         return None
-    from framepack_core import data, demo
-    spec = data.sample_clip(0, split="test")
+    from framepack_shapes import demo, world
+    spec = world.sample_clip(0, split="test")
     digest = hashlib.sha256(SHAPES_MODEL.read_bytes()).hexdigest()[:12]
     return {"model": load_transformer(SHAPES_MODEL), "inputs": demo.clip_inputs(spec), "window": demo.WINDOW,
             "description": f"`models/framepack_shapes` (trained; file sha256 {digest}...), held-out clip 0 "

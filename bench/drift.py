@@ -4,10 +4,10 @@
 
 Generates ``--sections`` sections (3 latent frames each, so 3 n + 1 frames; 30 sections = 12 s at the
 project's 30 fps section math) from the first frame and caption of ``--clips`` held-out clips in vanilla,
-anti_drifting and inverted_anti_drifting mode, and scores every video with ``framepack_core.drift``:
+anti_drifting and inverted_anti_drifting mode, and scores every video with ``framepack_shapes.drift``:
 Delta-drift of sharpness and colour statistics (first vs last 15 % of frames) and the RMSE against the
 clip's true continuation, the temporal flicker and the first-frame jump, and the object tracks and occlusion of
-``framepack_core.motion``. The ground truth's own scores are the reference row (moving objects change the
+``framepack_shapes.motion``. The ground truth's own scores are the reference row (moving objects change the
 statistics a little even without drift). ``--baseline`` takes the ``drift.json`` of another model measured with
 the same settings (the previous shipped model's is ``bench/results/drift_previous_model/drift.json``) and puts
 its rows beside this model's, labelled with ``--baseline-label`` and its sampling steps.
@@ -29,11 +29,12 @@ from pathlib import Path
 import torch
 
 from bench.report import write_results
-from framepack_core import data, load_transformer
-from framepack_core.demo import DEFAULT_MODEL, DEFAULT_STEPS, labelled_sheet, to_images
-from framepack_core.drift import (frame_rmse, markdown_table, run_clip, score_video, sharpness, summarise)
-from framepack_core.motion import MotionScore, score_motion
-from framepack_core.planning import MODES
+from framepack_core import load_transformer
+from framepack_shapes import world
+from framepack_shapes.demo import DEFAULT_MODEL, DEFAULT_STEPS, labelled_sheet, to_images
+from framepack_shapes.drift import (frame_rmse, markdown_table, run_clip, score_video, sharpness, summarise)
+from framepack_shapes.motion import MotionScore, score_motion
+from framepack_core.engine.planning import MODES
 
 ROWS = ("ground_truth",) + MODES
 SAME_SETTINGS = ("clips", "sections", "seed")  # what a baseline must share to be compared (steps may differ)
@@ -60,17 +61,17 @@ def plot(curves: dict, path: Path, frames: int) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    t = torch.arange(frames) / data.FPS
+    t = torch.arange(frames) / world.FPS
     for row in ROWS:
         style = dict(color="black", linestyle="--") if row == "ground_truth" else {}
         left.plot(t, curves[row]["sharpness"], label=row, **style)
         if row != "ground_truth":
             right.plot(t, curves[row]["rmse"], label=row)
-    edge = round(0.15 * frames) / data.FPS
+    edge = round(0.15 * frames) / world.FPS
     for axis, title in ((left, "sharpness (mean |Laplacian| of luminance)"), (right, "RMSE against the true clip")):
         axis.axvspan(0, edge, color="grey", alpha=0.15)
         axis.axvspan(t[-1] - edge, t[-1], color="grey", alpha=0.15)
-        axis.set_xlabel(f"seconds ({data.FPS:g} frames/s; shaded: first and last 15 %)")
+        axis.set_xlabel(f"seconds ({world.FPS:g} frames/s; shaded: first and last 15 %)")
         axis.set_title(title)
         axis.legend(fontsize=8)
     fig.tight_layout()
@@ -82,7 +83,7 @@ TRACK_FIELDS = ("early_error", "early_static_error", "track_error", "static_erro
 
 
 def motion_table(motion: dict) -> str:
-    """Object-track scores per mode (``framepack_core.motion``), means over clips; occlusion summed over clips."""
+    """Object-track scores per mode (``framepack_shapes.motion``), means over clips; occlusion summed over clips."""
     lines = ["Object tracks (px; `static` = an object that never moves; errors over the first 13 frames and the whole "
              "video) and occlusion (of the frames where the truth hides the object behind the bar, those in which "
              "the object is drawn over the bar):", "",
@@ -130,7 +131,7 @@ def main(argv=None) -> None:
     sums = {row: {"sharpness": 0.0, "rmse": 0.0} for row in ROWS}
     began = time.perf_counter()
     for clip in range(args.clips):
-        spec = data.sample_clip(clip, split="test")
+        spec = world.sample_clip(clip, split="test")
         videos = run_clip(model, spec, MODES, args.sections, steps=args.steps, seed=args.seed)
         truth = videos["ground_truth"]
         for row in ROWS:

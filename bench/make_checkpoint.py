@@ -8,7 +8,7 @@ its 1,274 tensors and 12,874,314,816 parameters equal the reference key manifest
 
 - ``fp8`` (default): one safetensors file laid out like ComfyUI's fp8_e4m3fn repacks: the blocks' Linear
   weights in float8_e4m3fn; norms, biases, embedders, the modulation Linears and the output head in bfloat16
-  (the rule of ``framepack_core.checkpoint.storage_dtype``, so ``load_transformer`` keeps each tensor as it is
+  (the rule of ``framepack_core.model.checkpoint.storage_dtype``, so ``load_transformer`` keeps each tensor as it is
   stored). The config travels in the file's metadata. About 13 GB at full size.
 - ``bf16``: the same single file with every tensor in bfloat16 (about 26 GB).
 - ``diffusers-bf16``: a diffusers folder: ``config.json``, bfloat16 shards of at most ``--shard-gib`` and the
@@ -44,7 +44,7 @@ from typing import Callable, Iterable
 import torch
 
 from framepack_core import FramePackConfig, FramePackTransformer
-from framepack_core.checkpoint import INDEX_NAME, storage_dtype
+from framepack_core.model.checkpoint import INDEX_NAME, storage_dtype
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from torch.utils._pytree import tree_flatten
 from bench.bench_forward import bench_config, count_flops, f1_inputs
 from bench.report import write_results
 from framepack_core import FramePackConfig, FramePackTransformer, plan_sections, section_count
-from framepack_core.buckets import BASE_640
+from framepack_core.engine.buckets import BASE_640
 
 GiB = 2 ** 30
 PARAMS_13B = 12_874_314_816  # the released checkpoint's exact parameter count (reference key manifest)

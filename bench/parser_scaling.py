@@ -23,9 +23,9 @@ import torch
 from bench.bench_forward import machine_info
 from bench.report import RESULTS, write_results
 from framepack_core import FramePackError, get_schedule, parse_schedule, parse_timestamped_prompts, plan_sections
-from framepack_core.conditioning import MAX_PROMPT_CHARS
-from framepack_core.schedules import MAX_SCHEDULE_CHARS
-from framepack_core.validation import check_section_output, finite
+from framepack_core.engine.conditioning import MAX_PROMPT_CHARS
+from framepack_core.engine.schedules import MAX_SCHEDULE_CHARS
+from framepack_core.engine.validation import check_section_output, finite
 
 PROMPTS = {
     "unclosed [ run": lambda n: "[" * n,

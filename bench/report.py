@@ -145,8 +145,8 @@ def teacache(r: dict) -> str:
 
 def drift(r: dict) -> str:
     from bench.drift import motion_table
-    from framepack_core.drift import markdown_table
-    from framepack_core.motion import MotionScore
+    from framepack_shapes.drift import markdown_table
+    from framepack_shapes.motion import MotionScore
 
     motion = {mode: [MotionScore(**s) for s in items] for mode, items in r["motion_per_clip"].items()}
     args = r["args"]

@@ -3,21 +3,21 @@
 This package never imports ComfyUI; the node pack in ``nodes/`` adapts it.
 """
 
-from .checkpoint import load_transformer
-from .conditioning import TextConditioning, parse_timestamped_prompts
-from .config import FramePackConfig, infer_config
+from .model.checkpoint import load_transformer
+from .engine.conditioning import TextConditioning, parse_timestamped_prompts
+from .model.config import FramePackConfig, infer_config
 from .errors import CheckpointError, CheckpointNotFoundError, ConfigError, FramePackError, InputError, ResumeError
-from .generate import (GenerationInputs, GenerationSettings, GenerationState, SectionJob, TransformerSectionSampler,
+from .engine.generate import (GenerationInputs, GenerationSettings, GenerationState, SectionJob, TransformerSectionSampler,
                        generate, section_step_cache)
-from .layers import sdpa_attention
-from .model import FramePackTransformer
-from .packing import CleanGroup
-from .planning import PlanError, SectionPlan, plan_sections, section_count
-from .resume import ResumeWriter, fingerprint, load_resume, save_resume
-from .sampling import FlowDenoiser, apply_cfg, flow_sigmas, sample_euler, sample_unipc
-from .schedules import MODES, ScheduleError, get_schedule, parse_schedule
-from .stitch import soft_append
-from .teacache import MagCache, TeaCache
+from .model.layers import sdpa_attention
+from .model.transformer import FramePackTransformer
+from .model.packing import CleanGroup
+from .engine.planning import PlanError, SectionPlan, plan_sections, section_count
+from .engine.resume import ResumeWriter, fingerprint, load_resume, save_resume
+from .engine.sampling import FlowDenoiser, apply_cfg, flow_sigmas, sample_euler, sample_unipc
+from .engine.schedules import MODES, ScheduleError, get_schedule, parse_schedule
+from .engine.stitch import soft_append
+from .engine.step_caches import MagCache, TeaCache
 
 __all__ = [
     "CheckpointError", "CheckpointNotFoundError", "CleanGroup", "ConfigError", "FlowDenoiser", "FramePackConfig",

@@ -2,15 +2,15 @@
 
 from comfy_api.latest import ComfyExtension, io
 
-from .conditioning import FramePackKeyframes, FramePackTimestampedPrompts
+from .timeline import FramePackKeyframes, FramePackTimestampedPrompts
 from .encode import FramePackEncodeStartImage
 from .image import FramePackBucket, FramePackColorMatch
 from .loader import FramePackModelLoader
-from .lora import FramePackLoraLoader
+from .lora_loader import FramePackLoraLoader
 from .sampler import FramePackSampler
 from .schedule import FramePackScheduleNode
-from .single_frame import FramePackSingleFrameSampler
-from .video import FramePackVideoOutput
+from .single_frame_sampler import FramePackSingleFrameSampler
+from .video_output import FramePackVideoOutput
 
 NODES = [FramePackModelLoader, FramePackLoraLoader, FramePackBucket, FramePackScheduleNode, FramePackSampler, FramePackTimestampedPrompts,
          FramePackKeyframes, FramePackSingleFrameSampler, FramePackColorMatch, FramePackEncodeStartImage,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..framepack_core import InputError
-from ..framepack_core.validation import SIGLIP_TOKENS, SIGLIP_WIDTH, check_image_embeddings
+from ..framepack_core.engine.validation import SIGLIP_TOKENS, SIGLIP_WIDTH, check_image_embeddings
 
 
 def encode_start_image(image, vae, clip_vision):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import comfy.utils
 from comfy_api.latest import io
 
-from ..framepack_core.buckets import nearest_bucket
-from ..framepack_core.color import match_colors
-from ..framepack_core.validation import check_number
+from ..framepack_core.engine.buckets import nearest_bucket
+from ..framepack_core.engine.color import match_colors
+from ..framepack_core.engine.validation import check_number
 
 
 class FramePackBucket(io.ComfyNode):

@@ -9,7 +9,7 @@ from comfy_api.latest import io
 
 from ..framepack_core import CheckpointError
 
-from .model import WEIGHT_DTYPES, load_framepack_model
+from ..comfy_adapter.native_model import WEIGHT_DTYPES, load_framepack_model
 
 DIFFUSERS_PREFIX = "diffusers/"
 INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"

@@ -9,15 +9,15 @@ from comfy_api.latest import io
 
 from ..framepack_core import (MODES, GenerationInputs, GenerationSettings, InputError, generate, get_schedule,
                               section_count)
-from ..framepack_core.conditioning import FPS
-from ..framepack_core.generate import initial_state, validate_run
-from ..framepack_core.validation import keyframes_by_frame
-from ..framepack_core.resume import CONTINUE, STOP, ResumeWriter, load_resume
-from .comfy_sampling import SAMPLER_NAMES, ComfySectionSampler, framepack_sampler
-from .convert import LATENT_FORMAT, image_embeddings, latent_frames, text_conditioning
-from .resume import AUTO, chosen_path, remove_old_runs, resume_choices, run_fingerprint
-from .types import KeyframesSocket, PromptsSocket, ScheduleSocket
-from .video import (VideoOutputSocket, check_video_output_is_fed, finished_output, keep_partial,
+from ..framepack_core.engine.conditioning import FPS
+from ..framepack_core.engine.generate import initial_state, validate_run
+from ..framepack_core.engine.validation import keyframes_by_frame
+from ..framepack_core.engine.resume import CONTINUE, STOP, ResumeWriter, load_resume
+from ..comfy_adapter.section_sampler import SAMPLER_NAMES, ComfySectionSampler, framepack_sampler
+from ..comfy_adapter.latents import LATENT_FORMAT, image_embeddings, latent_frames, text_conditioning
+from ..comfy_adapter.resume_files import AUTO, chosen_path, remove_old_runs, resume_choices, run_fingerprint
+from ..comfy_adapter.sockets import KeyframesSocket, PromptsSocket, ScheduleSocket
+from .video_output import (VideoOutputSocket, check_video_output_is_fed, finished_output, keep_partial,
                     start_streaming)
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..framepack_core import InputError, parse_schedule
-from .types import ScheduleSocket
+from ..comfy_adapter.sockets import ScheduleSocket
 
 NAMED = ("default", "standard", "inverted", "uniform", "custom")
 

@@ -10,7 +10,7 @@ SigLIP tokens of width 1152, 256 valid text tokens of width 4096 padded to 512, 
 - the device's bf16 matmul rate (an 8192^3 matmul), the reference for MFU (model FLOPs counted by hooks on
   every Linear / Conv3d and the attention call, over time, over that rate);
 - s/forward of the transformer: ours with bf16 weights, ours with fp8_e4m3fn weights and bf16 compute (each
-  Linear casts its weight per call, ``framepack_core.ops.CastOps``, as ComfyUI's fp8 path does), ours bf16
+  Linear casts its weight per call, ``framepack_core.model.ops.CastOps``, as ComfyUI's fp8 path does), ours bf16
   with ``torch.compile`` (each transformer block compiled, regional compilation; skipped with the reason
   when the time left is too short), and diffusers' ``HunyuanVideoFramepackTransformer3DModel`` on the same
   bf16 tensors (skipped with the reason when diffusers is not importable);
@@ -18,7 +18,7 @@ SigLIP tokens of width 1152, 256 valid text tokens of width 4096 padded to 512, 
   step cache, with TeaCache 0.15 and with MagCache 0.1: s/frame (33 video frames per section), steps computed
   and skipped, peak allocated GPU memory;
 - the same section through ComfyUI under a 6 GiB cap: the 13B fp8 file written from the GPU weights, loaded
-  with the pack's loader (``nodes.model.load_framepack_model``, as the loader node does), sampled with the
+  with the pack's loader (``comfy_adapter.native_model.load_framepack_model``, as the loader node does), sampled with the
   pack's ``ComfySectionSampler`` (ComfyUI's ModelPatcher, partial lowvram loading, CFGGuider). The cap is
   ``torch.cuda.set_per_process_memory_fraction`` and ComfyUI is told of it with its own ``reserve_vram``
   setting (ComfyUI reads the device's free memory, not torch's cap). Needs ``--comfyui PATH``; skipped with
@@ -71,9 +71,9 @@ from bench.diffusers_reference import ReferenceModel
 from bench.make_checkpoint import load_config, random_tensor, tensor_plan, write_single_file
 from framepack_core import (CleanGroup, FramePackConfig, FramePackTransformer, GenerationInputs, GenerationSettings,
                            TextConditioning, TransformerSectionSampler, generate)
-from framepack_core.checkpoint import storage_dtype
-from framepack_core.generate import context_inputs
-from framepack_core.ops import CastOps
+from framepack_core.model.checkpoint import storage_dtype
+from framepack_core.engine.generate import context_inputs
+from framepack_core.model.ops import CastOps
 
 log = logging.getLogger("bench.gpu")
 
@@ -363,7 +363,7 @@ def import_pack(comfyui: Path, device: torch.device, cap_gib: float):
         module = importlib.util.module_from_spec(spec)
         sys.modules["framepack_pack"] = module
         spec.loader.exec_module(module)
-    return importlib.import_module("framepack_pack.nodes.model"), importlib.import_module("framepack_pack.nodes.comfy_sampling")
+    return importlib.import_module("framepack_pack.comfy_adapter.native_model"), importlib.import_module("framepack_pack.comfy_adapter.section_sampler")
 
 
 def comfy_section(comfyui: Path, path: Path, scale: Scale, device: torch.device, flops: float, rate: float) -> dict:

@@ -24,10 +24,10 @@ import pytest
 import torch
 
 from framepack_core import FramePackError, InputError, load_transformer
-from framepack_core.conditioning import TextConditioning
-from framepack_core.generate import GenerationInputs, GenerationSettings, TransformerSectionSampler, generate
-from framepack_core.planning import PlanError
-from framepack_core.schedules import ScheduleError
+from framepack_core.engine.conditioning import TextConditioning
+from framepack_core.engine.generate import GenerationInputs, GenerationSettings, TransformerSectionSampler, generate
+from framepack_core.engine.planning import PlanError
+from framepack_core.engine.schedules import ScheduleError
 
 H = W = 8
 QUICK = GenerationSettings(num_sections=2, latent_window_size=2, steps=1)  # 5 latent frames: the video ends at 0.57 s

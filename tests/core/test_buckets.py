@@ -1,7 +1,7 @@
 import pytest
 
 from framepack_core import InputError
-from framepack_core.buckets import buckets, nearest_bucket
+from framepack_core.engine.buckets import buckets, nearest_bucket
 
 
 def test_640_buckets_are_the_reference_list():

@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from framepack_core import CheckpointError, CheckpointNotFoundError, load_transformer
-from framepack_core.checkpoint import INDEX_NAME, save_config_metadata, storage_dtype
-from framepack_core.config import FramePackConfig
+from framepack_core.model.checkpoint import INDEX_NAME, save_config_metadata, storage_dtype
+from framepack_core.model.config import FramePackConfig
 from tests.tolerances import BFLOAT16_RELATIVE_L2, FLOAT32_RELATIVE_L2
 
 # Relative L2 error of the output against the golden float32 output. float32 and bfloat16 bounds come from the

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from framepack_core import InputError, TextConditioning, parse_timestamped_prompts
-from framepack_core.conditioning import blend, frame_time, interpolation_weight, prompt_for_time
+from framepack_core.engine.conditioning import blend, frame_time, interpolation_weight, prompt_for_time
 
 
 def test_plain_prompt_is_one_entry_from_zero():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from framepack_core import data, demo
+from framepack_shapes import demo, world
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def test_bad_arguments_are_one_line_errors_with_status_2(no_model_load, tmp_path
         demo.main(argv + ["--out", str(tmp_path / "out")])
     assert stopped.value.code == 2
     message = capsys.readouterr().err.strip().splitlines()[-1]
-    assert message.startswith("python -m framepack_core.demo: error: ")
+    assert message.startswith("python -m framepack_shapes.demo: error: ")
     for part in expected:
         assert part in message
 
@@ -55,8 +55,8 @@ def test_help_says_any_clip_number_names_a_held_out_clip(capsys):
 
 
 def videos(frames=7):
-    spec = data.sample_clip(0, "test")
-    truth = demo.to_images(data.render_clip(spec, frames))
+    spec = world.sample_clip(0, "test")
+    truth = demo.to_images(world.render_clip(spec, frames))
     return spec, {"ground_truth": truth, "vanilla": truth.flip(2)}
 
 
@@ -82,8 +82,8 @@ def test_every_comparison_frame_shows_its_time():
 
 def test_the_demo_writes_and_logs_every_file(tmp_path, caplog):
     model = demo.load_transformer(demo.DEFAULT_MODEL)
-    with caplog.at_level(logging.INFO, logger="framepack_core.demo"):
-        demo.run_demo(model, data.sample_clip(1, "test"), tmp_path, num_sections=1, steps=1)
+    with caplog.at_level(logging.INFO, logger="framepack_shapes.demo"):
+        demo.run_demo(model, world.sample_clip(1, "test"), tmp_path, num_sections=1, steps=1)
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == sorted([f"{name}.gif" for name in demo.ROWS] + ["comparison.gif", "contact_sheet.png"])
     for name in written:

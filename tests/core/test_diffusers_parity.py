@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from framepack_core import FramePackConfig, flow_sigmas, sample_unipc
-from framepack_core.sampling import FlowDenoiser
+from framepack_core.engine.sampling import FlowDenoiser
 from tests.tolerances import SIDE_BY_SIDE
 
 pytest.importorskip("diffusers", reason="diffusers is not installed (pip install -e '.[test]'): "

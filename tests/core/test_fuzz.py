@@ -19,13 +19,13 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save
 
 from framepack_core import CheckpointError, FramePackError, InputError, load_transformer, parse_timestamped_prompts
-from framepack_core.checkpoint import save_config_metadata, strip_prefix
-from framepack_core.conditioning import TextConditioning
-from framepack_core.config import infer_config
+from framepack_core.model.checkpoint import save_config_metadata, strip_prefix
+from framepack_core.engine.conditioning import TextConditioning
+from framepack_core.model.config import infer_config
 from framepack_core.errors import ResumeError
-from framepack_core.generate import GenerationInputs, GenerationSettings, initial_state
-from framepack_core.model import FramePackTransformer
-from framepack_core.resume import load_resume, save_resume
+from framepack_core.engine.generate import GenerationInputs, GenerationSettings, initial_state
+from framepack_core.model.transformer import FramePackTransformer
+from framepack_core.engine.resume import load_resume, save_resume
 
 log = logging.getLogger(__name__)
 
@@ -380,7 +380,7 @@ def fuzz_inputs():
 
 def run_or_refuse(case) -> None:
     """``case`` is (settings, a function making the inputs): building them may already refuse."""
-    from framepack_core.generate import generate
+    from framepack_core.engine.generate import generate
 
     settings, make_inputs = case
     try:

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from framepack_core import InputError
-from framepack_core.conditioning import TextConditioning
-from framepack_core.generate import (GenerationInputs, GenerationSettings, GenerationState, TransformerSectionSampler,
+from framepack_core.engine.conditioning import TextConditioning
+from framepack_core.engine.generate import (GenerationInputs, GenerationSettings, GenerationState, TransformerSectionSampler,
                                      generate)
-from framepack_core.planning import padding_list
-from framepack_core.sampling import FlowDenoiser, flow_sigmas, sample_unipc
+from framepack_core.engine.planning import padding_list
+from framepack_core.engine.sampling import FlowDenoiser, flow_sigmas, sample_unipc
 
 H, W_LAT = 8, 8
 

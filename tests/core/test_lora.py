@@ -3,7 +3,7 @@ import torch
 from safetensors.torch import load_file
 
 from framepack_core import InputError
-from framepack_core.lora import convert_lora
+from framepack_core.model.lora import convert_lora
 
 
 @pytest.fixture(scope="module")

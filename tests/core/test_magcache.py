@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from framepack_core import InputError
-from framepack_core.generate import (GenerationSettings, TransformerSectionSampler, check_settings, generate,
+from framepack_core.engine.generate import (GenerationSettings, TransformerSectionSampler, check_settings, generate,
                                      section_step_cache)
-from framepack_core.teacache import MagCache, TeaCache
+from framepack_core.engine.step_caches import MagCache, TeaCache
 from test_generate import make_inputs
 from test_teacache import run_steps
 

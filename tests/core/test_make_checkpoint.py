@@ -11,7 +11,7 @@ from bench.make_checkpoint import (CheckpointWriteError, load_config, random_ten
                                    write_single_file)
 from bench.memory_model import LiveTensorBytes
 from framepack_core import FramePackConfig, load_transformer
-from framepack_core.checkpoint import storage_dtype
+from framepack_core.model.checkpoint import storage_dtype
 
 # Narrow but deep: the 13B model's 20 + 40 blocks at width 64, to follow activations through every block.
 DEEP = dict(num_attention_heads=2, attention_head_dim=32, num_layers=20, num_single_layers=40, num_refiner_layers=2,

@@ -14,8 +14,8 @@ import os
 import psutil
 import torch
 
-from framepack_core.conditioning import TextConditioning
-from framepack_core.generate import GenerationInputs, GenerationSettings, TransformerSectionSampler, generate
+from framepack_core.engine.conditioning import TextConditioning
+from framepack_core.engine.generate import GenerationInputs, GenerationSettings, TransformerSectionSampler, generate
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from framepack_core.planning import (MODES, ModeError, PlanError, latent_frame_count, padding_list, pixel_frame_count,
+from framepack_core.engine.planning import (MODES, ModeError, PlanError, latent_frame_count, padding_list, pixel_frame_count,
                                      plan_sections, section_count)
-from framepack_core.schedules import ScheduleError
+from framepack_core.engine.schedules import ScheduleError
 
 ZEROS = [None]
 

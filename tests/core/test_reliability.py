@@ -18,15 +18,15 @@ from safetensors.torch import save_file
 
 from bench.parser_scaling import PARSERS, seconds_per_call
 from framepack_core import CheckpointError, FramePackConfig, InputError, load_transformer, parse_timestamped_prompts
-from framepack_core.checkpoint import INDEX_NAME
-from framepack_core.conditioning import TextConditioning
+from framepack_core.model.checkpoint import INDEX_NAME
+from framepack_core.engine.conditioning import TextConditioning
 from framepack_core.errors import NumericalError
-from framepack_core.generate import GenerationInputs, GenerationSettings, TransformerSectionSampler, generate
-from framepack_core.lora import convert_lora, read_lora
-from framepack_core.planning import PlanError, plan_sections
-from framepack_core.schedules import MAX_SCHEDULE_CHARS, MAX_SCHEDULE_GROUPS, ScheduleError, parse_schedule
-from framepack_core import validation
-from framepack_core.validation import check_image_embeddings, finite, keyframes_by_frame
+from framepack_core.engine.generate import GenerationInputs, GenerationSettings, TransformerSectionSampler, generate
+from framepack_core.model.lora import convert_lora, read_lora
+from framepack_core.engine.planning import PlanError, plan_sections
+from framepack_core.engine.schedules import MAX_SCHEDULE_CHARS, MAX_SCHEDULE_GROUPS, ScheduleError, parse_schedule
+from framepack_core.engine import validation
+from framepack_core.engine.validation import check_image_embeddings, finite, keyframes_by_frame
 
 H = W = 8
 QUICK = GenerationSettings(num_sections=2, latent_window_size=2, steps=1)

@@ -10,11 +10,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from framepack_core import load_transformer
-from framepack_core.conditioning import TextConditioning
+from framepack_core.engine.conditioning import TextConditioning
 from framepack_core.errors import InputError, ResumeError
-from framepack_core.generate import (GenerationInputs, GenerationSettings, TransformerSectionSampler, generate,
+from framepack_core.engine.generate import (GenerationInputs, GenerationSettings, TransformerSectionSampler, generate,
                                      initial_state)
-from framepack_core.resume import ResumeWriter, encoded, fingerprint, load_resume, prune_runs, save_resume
+from framepack_core.engine.resume import ResumeWriter, encoded, fingerprint, load_resume, prune_runs, save_resume
 
 SETTINGS = GenerationSettings(mode="inverted_anti_drifting", num_sections=5, latent_window_size=2, steps=2, seed=9)
 
@@ -305,7 +305,7 @@ KILLED_RUN = """
 import sys, torch
 sys.path.insert(0, {repo!r})
 from tests.core.test_resume import LONG, make_inputs, noise_sampler, run_writer
-from framepack_core.generate import generate
+from framepack_core.engine.generate import generate
 writer = run_writer({folder!r}, "cd" * 32, settings=LONG)
 generate(noise_sampler, make_inputs(), LONG, on_section=lambda *a: (writer(*a), print("section", flush=True)))
 """

@@ -1,4 +1,4 @@
-"""Schedule, samplers and CFG wrapper of framepack_core.sampling, against the golden sampler data and analytic models."""
+"""Schedule, samplers and CFG wrapper of framepack_core.engine.sampling, against the golden sampler data and analytic models."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from framepack_core import InputError
-from framepack_core.sampling import (FlowDenoiser, apply_cfg, flow_sigmas, flux_time_shift, mu_for_seq_len,
+from framepack_core.engine.sampling import (FlowDenoiser, apply_cfg, flow_sigmas, flux_time_shift, mu_for_seq_len,
                                      sample_euler, sample_unipc)
 
 CASES = ("inverted_cfg1", "f1_cfg3")

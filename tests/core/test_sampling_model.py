@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from framepack_core.sampling import FlowDenoiser, flow_sigmas, sample_unipc
+from framepack_core.engine.sampling import FlowDenoiser, flow_sigmas, sample_unipc
 from tests.tolerances import SAMPLER as TOL
 
 CASES = ("inverted_cfg1", "f1_cfg3")

@@ -5,8 +5,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from framepack_core.errors import FramePackError
-from framepack_core.planning import plan_sections
-from framepack_core.schedules import (ALLOWED, MODES, Kernel, ModeError, Schedule, ScheduleError, Segment, context_tokens,
+from framepack_core.engine.planning import plan_sections
+from framepack_core.engine.schedules import (ALLOWED, MODES, Kernel, ModeError, Schedule, ScheduleError, Segment, context_tokens,
                                       get_schedule, noisy_tokens, parse_schedule)
 
 EXAMPLES = {

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from framepack_core import GenerationSettings, InputError, TextConditioning, TransformerSectionSampler, load_transformer
-from framepack_core.color import match_colors
-from framepack_core.single_frame import SingleFrameRequest, sample_single_frame, single_frame_inputs
+from framepack_core.engine.color import match_colors
+from framepack_core.engine.single_frame import SingleFrameRequest, sample_single_frame, single_frame_inputs
 
 
 def latent(value=0.0, size=(8, 8)):

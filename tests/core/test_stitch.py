@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from framepack_core.errors import InputError
-from framepack_core.planning import plan_sections
-from framepack_core.stitch import SectionStitcher, overlap_frames, section_clips, soft_append
+from framepack_core.engine.planning import plan_sections
+from framepack_core.engine.stitch import SectionStitcher, overlap_frames, section_clips, soft_append
 
 
 def clip(frames, value):

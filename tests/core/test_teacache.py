@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from framepack_core.teacache import HUNYUAN_COEFFICIENTS, TeaCache, rescale
+from framepack_core.engine.step_caches import HUNYUAN_COEFFICIENTS, TeaCache, rescale
 
 
 def run_steps(model, args, cache, steps):

@@ -5,15 +5,16 @@ import dataclasses
 import pytest
 import torch
 
-from framepack_core import FramePackConfig, InputError, data, load_transformer, plan_sections
-from framepack_core.demo import DEFAULT_MODEL, generate_clip
-from framepack_core.planning import MODES
-from framepack_core.train import (LOSS_LOG, TrainSettings, export_model, flow_matching_loss, make_batch, new_model,
+from framepack_core import FramePackConfig, InputError, load_transformer, plan_sections
+from framepack_shapes import world
+from framepack_shapes.demo import DEFAULT_MODEL, generate_clip
+from framepack_core.engine.planning import MODES
+from framepack_shapes.train import (LOSS_LOG, TrainSettings, export_model, flow_matching_loss, make_batch, new_model,
                                   motion_weights, sample_batch, sample_times, train, train_step)
 
 TINY = FramePackConfig(num_attention_heads=2, attention_head_dim=16, rope_axes_dim=(4, 6, 6), num_layers=1,
-                       num_single_layers=1, num_refiner_layers=1, text_embed_dim=data.TEXT_DIM,
-                       pooled_projection_dim=data.TEXT_DIM, image_proj_dim=data.IMAGE_TOKEN_DIM, guidance_embeds=False)
+                       num_single_layers=1, num_refiner_layers=1, text_embed_dim=world.TEXT_DIM,
+                       pooled_projection_dim=world.TEXT_DIM, image_proj_dim=world.IMAGE_TOKEN_DIM, guidance_embeds=False)
 SETTINGS = TrainSettings(steps=4, batch_size=2, max_sections=4, warmup_steps=2, log_every=2, save_every=100)
 
 
@@ -25,17 +26,17 @@ def fixed_loss(model, batch, seed=0):
 def test_batches_use_the_inference_packing():
     batch = sample_batch(torch.Generator().manual_seed(1), SETTINGS)
     plan = batch.plan
-    assert batch.target.shape == (2, 16, 3, data.LATENT_SIZE, data.LATENT_SIZE)
+    assert batch.target.shape == (2, 16, 3, world.LATENT_SIZE, world.LATENT_SIZE)
     assert batch.model_inputs["latent_indices"].tolist() == [plan.latent_indices]
-    assert batch.model_inputs["image_embeddings"].shape == (2, 16, data.IMAGE_TOKEN_DIM)
+    assert batch.model_inputs["image_embeddings"].shape == (2, 16, world.IMAGE_TOKEN_DIM)
 
 
 def test_inverted_batch_context_is_the_future_of_the_window():
     """An inverted section's 'post' clean latent is the true frame right after its window."""
     plan = plan_sections("inverted_anti_drifting", 3, 3)[1]
-    specs = [data.sample_clip(0), data.sample_clip(1)]
+    specs = [world.sample_clip(0), world.sample_clip(1)]
     batch = make_batch(plan, specs)
-    video = data.encode_frames(torch.stack([data.render_clip(s, plan.total_latent_frames) for s in specs]))
+    video = world.encode_frames(torch.stack([world.render_clip(s, plan.total_latent_frames) for s in specs]))
     post = plan.position + 3
     assert torch.equal(batch.model_inputs["clean_latents"][:, :, 1], video[:, :, post])
     assert torch.equal(batch.target, video[:, :, plan.position:post])
@@ -92,8 +93,8 @@ def test_settings_are_checked():
 
 
 def test_motion_weights_emphasise_the_moving_object():
-    square = data.MovingShape("square", "red", False, 6.0, 16.0, 16.0, "right", "quickly")
-    still = data.ClipSpec((square,), (0.2, 0.2, 0.2), 12.0, None, None)  # plain still background
+    square = world.MovingShape("square", "red", False, 6.0, 16.0, 16.0, "right", "quickly")
+    still = world.ClipSpec((square,), (0.2, 0.2, 0.2), 12.0, None, None)  # plain still background
     batch = make_batch(plan_sections("vanilla", 2, 3)[1], [still])
     weights = motion_weights(batch, 4.0)
     frames = torch.cat([batch.previous, batch.target], dim=2)
@@ -141,17 +142,17 @@ def test_a_fine_tune_of_another_config_is_refused(tmp_path):
 @pytest.fixture(scope="module")
 def shipped_model():
     if not DEFAULT_MODEL.is_file():
-        pytest.fail(f"the shipped model {DEFAULT_MODEL} is missing; train it with python -m framepack_core.train")
+        pytest.fail(f"the shipped model {DEFAULT_MODEL} is missing; train it with python -m framepack_shapes.train")
     return load_transformer(DEFAULT_MODEL)
 
 
 def test_shipped_model_is_small_and_self_describing(shipped_model):
     assert DEFAULT_MODEL.stat().st_size <= 20 * 2 ** 20
-    assert shipped_model.config.text_embed_dim == data.TEXT_DIM
+    assert shipped_model.config.text_embed_dim == world.TEXT_DIM
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_shipped_model_generates_one_section_in_every_mode(shipped_model, mode):
-    latents = generate_clip(shipped_model, data.sample_clip(0, "test"), mode, 1, steps=2)
-    assert latents.shape == (1, 16, 4, data.LATENT_SIZE, data.LATENT_SIZE)
+    latents = generate_clip(shipped_model, world.sample_clip(0, "test"), mode, 1, steps=2)
+    assert latents.shape == (1, 16, 4, world.LATENT_SIZE, world.LATENT_SIZE)
     assert torch.isfinite(latents).all()
