@@ -60,6 +60,9 @@ OCCLUDER_GREY = (0.55, 0.55, 0.55)
 # stripes kept its objects only as blobs).
 TWO_OBJECTS = 0.2
 SPLITS = ("train", "test")
+# The opt-in variant of the LoRA experiment (``colour_on_bounce``): at every bounce an object takes the next colour
+# of this cycle, each clearly unlike the one before it. The default world never changes colour.
+BOUNCE_COLOURS = ("red", "cyan", "yellow", "blue", "orange", "green", "magenta", "white")
 
 # The kept DCT coefficients (colour axis, u, v): low frequencies first, luminance in more detail.
 COEFFICIENTS = tuple([(0, u, v) for s in range(4) for u in range(s + 1) for v in range(s + 1) if u + v == s]
@@ -112,6 +115,7 @@ class ClipSpec:
     texture_period: float
     pan: str | None
     occluder: tuple | None  # ("vertical" | "horizontal", position in px)
+    colour_on_bounce: bool = False  # the variant world: objects change colour when they bounce
 
     @property
     def caption(self) -> str:
@@ -120,8 +124,9 @@ class ClipSpec:
         return text + (f", background pans {self.pan}" if self.pan else "")
 
 
-def sample_clip(seed: int, split: str = "train") -> ClipSpec:
-    """The clip with number ``seed`` of a split; the test split never repeats a training clip's parameters."""
+def sample_clip(seed: int, split: str = "train", colour_on_bounce: bool = False) -> ClipSpec:
+    """The clip with number ``seed`` of a split; the test split never repeats a training clip's parameters.
+    ``colour_on_bounce`` gives the same clip in the variant world, where objects change colour at every bounce."""
     if split not in SPLITS:
         raise InputError(f"split must be one of {SPLITS}, got {split!r}.")
     rng = random.Random(f"{split}:{seed}")
@@ -131,7 +136,7 @@ def sample_clip(seed: int, split: str = "train") -> ClipSpec:
     background = tuple(0.18 + 0.14 * math.cos(2 * math.pi * (hue + k / 3)) for k in range(3))
     pan = rng.choice((None, *DIRECTIONS))
     occluder = (rng.choice(("vertical", "horizontal")), rng.uniform(8, FRAME_SIZE - 8)) if rng.random() < 0.3 else None
-    return ClipSpec(objects, background, rng.uniform(10.0, 16.0), pan, occluder)
+    return ClipSpec(objects, background, rng.uniform(10.0, 16.0), pan, occluder, colour_on_bounce)
 
 
 def sample_object(rng: random.Random, colour: str) -> MovingShape:
@@ -152,7 +157,7 @@ def render_clip(spec: ClipSpec, frames: int, start: int = 0) -> torch.Tensor:
     y, x = coords[:, None], coords[None, :]
     image = background(spec, t, y, x)
     for obj in spec.objects:
-        image = over(image, *draw_object(obj, t, y, x))
+        image = over(image, *draw_object(obj, t, y, x, spec.colour_on_bounce))
     if spec.occluder is not None:
         alpha = occluder_alpha(spec.occluder, y, x).expand(len(t), -1, -1)
         image = over(image, alpha, torch.tensor(OCCLUDER_GREY))
@@ -176,7 +181,27 @@ def bounce(start: float, velocity: float, t: torch.Tensor, low: float, high: flo
     return low + torch.where(u <= span, u, 2 * span - u)
 
 
-def draw_object(obj: MovingShape, t, y, x):
+def bounce_count(start: float, velocity: float, t: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """How many times the point of ``bounce`` has reflected off ``low`` or ``high`` by the times t."""
+    if velocity == 0:
+        return torch.zeros_like(t, dtype=torch.long)
+    laps = torch.floor((start - low + velocity * t) / (high - low)).long()
+    return laps if velocity > 0 else -laps
+
+
+def object_colours(obj: MovingShape, t: torch.Tensor, colour_on_bounce: bool) -> torch.Tensor:
+    """(T, 3) colour of an object per frame: its own, or in the variant world the next of the cycle per bounce."""
+    if not colour_on_bounce:
+        return torch.tensor(COLOURS[obj.colour]).expand(len(t), 3)
+    vx, vy = obj.velocity
+    frames = t.flatten()
+    bounces = (bounce_count(obj.x, vx, frames, obj.radius, FRAME_SIZE - obj.radius)
+               + bounce_count(obj.y, vy, frames, obj.radius, FRAME_SIZE - obj.radius))
+    cycle = torch.tensor([COLOURS[name] for name in BOUNCE_COLOURS])
+    return cycle[(BOUNCE_COLOURS.index(obj.colour) + bounces) % len(BOUNCE_COLOURS)]
+
+
+def draw_object(obj: MovingShape, t, y, x, colour_on_bounce: bool = False):
     """(alpha (T, H, W), colour (T, 3, H, W)) of one object, anti-aliased over one pixel."""
     vx, vy = obj.velocity
     cx = bounce(obj.x, vx, t, obj.radius, FRAME_SIZE - obj.radius)
@@ -190,7 +215,7 @@ def draw_object(obj: MovingShape, t, y, x):
         r = obj.radius
         distance = torch.maximum(dy - 0.5 * r, dx.abs() * 0.866 - dy * 0.5 - 0.5 * r)
     alpha = (0.5 - distance).clamp(0, 1)
-    colour = torch.tensor(COLOURS[obj.colour])[None, :, None, None].expand(len(t), 3, FRAME_SIZE, FRAME_SIZE)
+    colour = object_colours(obj, t, colour_on_bounce)[:, :, None, None].expand(len(t), 3, FRAME_SIZE, FRAME_SIZE)
     if obj.striped:
         # Stripes move with the object, so they show its motion even where its outline is occluded.
         stripes = (torch.sin(2 * math.pi * (dx + dy) / 6.0) > 0).float()
