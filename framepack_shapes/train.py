@@ -19,7 +19,8 @@ and the LoRA that teaches it the variant world, where objects change colour when
         --batch-size 8 --learning-rate 0.003 --warmup-steps 20 --ema-decay 0.98 --time-shift 3 --motion-weight 4 \\
         --export-lora models/framepack_shapes_lora/colour_on_bounce.safetensors
 
-``torchrun --nproc_per_node N -m framepack_shapes.train ...`` runs the same command data-parallel (gloo on CPUs).
+``torchrun --nproc_per_node N -m framepack_shapes.train --run-dir ...`` runs the same command data-parallel (gloo on
+CPUs; ``--run-dir`` is ``--run``'s name that torchrun's own parser lets through).
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ class ShapesSource:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m framepack_shapes.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="run folder (checkpoint, loss log); an existing one resumes")
+    # ``--run-dir`` for torchrun, whose own parser takes ``--run`` for an abbreviation of its ``--run-path``.
+    parser.add_argument("--run", "--run-dir", dest="run", required=True,
+                        help="run folder (checkpoint, loss log); an existing one resumes")
     parser.add_argument("--config", help="model config JSON (FramePackConfig fields); default: the shapes config")
     parser.add_argument("--export", help="write the EMA weights to this .safetensors file at the end (full training)")
     parser.add_argument("--export-lora", help="write the EMA LoRA (musubi format) to this .safetensors file at the end")
