@@ -20,14 +20,13 @@ and the LoRA that teaches it the variant world, where objects change colour when
         --export-lora models/framepack_shapes_lora/colour_on_bounce.safetensors
 
 ``torchrun --nproc_per_node N -m framepack_shapes.train --run-dir ...`` runs the same command data-parallel (gloo on
-CPUs; ``--run-dir`` is ``--run``'s name that torchrun's own parser lets through).
+CPUs; ``--run-dir`` is ``--run`` under a name torchrun's own parser lets through).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
@@ -37,9 +36,8 @@ from . import world
 from framepack_core.engine.generate import GenerationInputs, context_inputs
 from framepack_core.engine.planning import MODES
 from framepack_core.model.config import FramePackConfig
-from framepack_core.training import distributed
+from framepack_core.training import cli
 from framepack_core.training.objective import Batch
-from framepack_core.training.trainer import TrainSettings, export_lora, export_model, train
 
 log = logging.getLogger(__name__)
 
@@ -88,51 +86,16 @@ class ShapesSource:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m framepack_shapes.train", description=__doc__.split("\n\n")[0])
-    # ``--run-dir`` for torchrun, whose own parser takes ``--run`` for an abbreviation of its ``--run-path``.
-    parser.add_argument("--run", "--run-dir", dest="run", required=True,
-                        help="run folder (checkpoint, loss log); an existing one resumes")
-    parser.add_argument("--config", help="model config JSON (FramePackConfig fields); default: the shapes config")
-    parser.add_argument("--export", help="write the EMA weights to this .safetensors file at the end (full training)")
-    parser.add_argument("--export-lora", help="write the EMA LoRA (musubi format) to this .safetensors file at the end")
+    cli.add_arguments(parser)
     parser.add_argument("--colour-on-bounce", action="store_true",
                         help="train on the variant world where objects change colour when they bounce")
-    parser.add_argument("--max-minutes", type=float, help="stop (and save) after this many minutes")
-    parser.add_argument("--accumulation", type=int, default=1,
-                        help="gradient accumulation steps; batch size = processes x per-process batch x this")
-    parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute block activations")
-    # One thread by default: on a small host shared with other work, two threads on two cores spend most of
-    # their time spin-waiting whenever one is descheduled (measured: 1.3 s/step with two, 0.5 s with one).
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (per process)")
-    defaults = TrainSettings()
-    for field in dataclasses.fields(TrainSettings):
-        if field.name in ("modes", "mode_weights"):
-            continue
-        default = getattr(defaults, field.name)
-        parser.add_argument("--" + field.name.replace("_", "-"), type=type(default), default=default)
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
-                        help="sampling modes to train, drawn per step; repeat one to weight it")
-    parser.add_argument("--mode-weights", nargs="+", type=float, default=[],
-                        help="relative frequency of each of --modes (default: equal)")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    processes = distributed.init_processes()
-    config = SHAPES_CONFIG
-    if args.config:
-        config = FramePackConfig.from_dict(json.loads(Path(args.config).read_text(encoding="utf-8")))
-    settings = TrainSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainSettings)})
-    max_seconds = None if args.max_minutes is None else args.max_minutes * 60
-    run = train(args.run, config, settings, ShapesSource(args.colour_on_bounce), max_seconds=max_seconds,
-                accumulation=args.accumulation, gradient_checkpointing=args.gradient_checkpointing,
-                processes=processes)
-    if processes.is_main and args.export:
-        export_model(run, config, args.export)
-    if processes.is_main and args.export_lora:
-        export_lora(run, args.export_lora)
+    cli.run(args, cli.config_from(args, SHAPES_CONFIG), ShapesSource(args.colour_on_bounce))
 
 
 if __name__ == "__main__":

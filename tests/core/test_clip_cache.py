@@ -1,17 +1,22 @@
 """Real-clip datasets: 30 fps resampling, buckets, resumable caching through stand-in encoders, batches the trainer
 trains on, and PyAV decoding of a generated clip (when PyAV is installed)."""
 
+import json
 import logging
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from framepack_core import FramePackConfig
 from framepack_core.engine.planning import plan_sections
 from framepack_core.errors import InputError
+from framepack_core.model.checkpoint import save_config_metadata
+from framepack_core.model.lora import read_lora
+from framepack_core.training.__main__ import main
 from framepack_core.training.data import (CachedClips, StandInEncoders, cache_dataset, read_video, resample_indices,
                                           to_bucket)
-from framepack_core.training.trainer import TrainSettings, draw_step, train
+from framepack_core.training.trainer import TrainSettings, draw_step, new_model, train
 
 ENCODERS = StandInEncoders()
 CONFIG = FramePackConfig(num_attention_heads=2, attention_head_dim=16, rope_axes_dim=(4, 6, 6), num_layers=1,
@@ -115,3 +120,15 @@ def test_pyav_decodes_a_generated_clip(tmp_path):
     assert decoded.shape == (12, 64, 64, 3)
     assert torch.allclose(times, torch.arange(12, dtype=torch.float64) / 24, atol=1e-3)
     assert float((decoded.float() - frames.float()).abs().mean()) < 12  # lossy, but the same pictures
+
+
+def test_the_train_command_trains_a_lora_on_a_cache(tmp_path):
+    cache = tmp_path / "cache"
+    cache_dataset(clip_folder(tmp_path), cache, ENCODERS, resolution=128, clip_frames=21, reader=Reader())
+    base = tmp_path / "base.safetensors"
+    save_file(new_model(CONFIG, 0).state_dict(), base, metadata=save_config_metadata(CONFIG))
+    main(["train", "--cache", str(cache), "--run-dir", str(tmp_path / "run"), "--init-weights", str(base),
+          "--lora-rank", "2", "--steps", "2", "--batch-size", "2", "--max-sections", "1", "--warmup-steps", "1",
+          "--export-lora", str(tmp_path / "lora.safetensors")])
+    assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["step"] == 2
+    assert "lora_unet_transformer_blocks_0_attn_to_q.alpha" in read_lora(tmp_path / "lora.safetensors")
