@@ -10,13 +10,14 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import TINY_F1_NAME, TINY_NAME, comfy_python, require_host
-from workflows import EXAMPLES, check_workflow
+from workflows import EXAMPLES, check_workflow, examples
 
 require_host()
 
 PACK_NODES = {"FramePackModelLoader", "FramePackLoraLoader", "FramePackBucket", "FramePackSchedule", "FramePackSampler",
               "FramePackTimestampedPrompts", "FramePackKeyframes", "FramePackSingleFrameSampler", "FramePackColorMatch",
-              "FramePackEncodeStartImage", "FramePackVideoOutput"}
+              "FramePackEncodeStartImage", "FramePackVideoOutput", "FramePackImageToVideo", "FramePackSectionSampler",
+              "FramePackSigmas"}
 
 
 def test_pack_imports_and_registers_every_node(server):
@@ -185,8 +186,7 @@ def test_lora_of_another_model_is_reported(server):
     assert "matches no FramePack weight" in errors[0][1]["exception_message"]
 
 
-EXAMPLE_NAMES = ["framepack_image_to_video", "framepack_f1_forward", "framepack_end_frame",
-                 "framepack_keyframes_prompts", "framepack_extend_video", "framepack_long_video"]
+EXAMPLE_NAMES = list(examples())
 
 
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)

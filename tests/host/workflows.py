@@ -386,18 +386,55 @@ def examples() -> dict:
                                        "sample. Cancel at any time: the video so far is saved (_partial), and "
                                        "queueing again continues where it stopped."),
         },
+        "framepack_custom_sampling": {
+            "nodes": {**custom_sampling_nodes(), "prompt": prompt(), "negative": prompt(""),
+                      "conditioning": ("FramePackImageToVideo", {"positive": ("prompt", 0), "negative": ("negative", 0),
+                                                                 "distilled_cfg": 10.0, "start_latent": ("encode", 0),
+                                                                 "clip_vision_output": ("vision", 0)}),
+                      "latent": ("EmptyHunyuanLatentVideo", {"width": 640, "height": 640, "length": 145,
+                                                             "batch_size": 1}),
+                      "noise": ("RandomNoise", {"noise_seed": 31337}),
+                      "guider": ("CFGGuider", {"model": ("model", 0), "positive": ("conditioning", 0),
+                                               "negative": ("conditioning", 1), "cfg": 1.0}),
+                      "section_sampler": ("FramePackSectionSampler", {"sampling_mode": "inverted_anti_drifting",
+                                                                      "sampler_name": "unipc_bh1", "cfg_rescale": 0.0}),
+                      "sigmas": ("FramePackSigmas", {"latent": ("latent", 0), "steps": 25, "shift": 0.0}),
+                      "sampler": ("SamplerCustomAdvanced", {"noise": ("noise", 0), "guider": ("guider", 0),
+                                                            "sampler": ("section_sampler", 0), "sigmas": ("sigmas", 0),
+                                                            "latent_image": ("latent", 0)}),
+                      **output_nodes("framepack_custom")},
+            "note": MODELS_NOTE.format(transformer=I2V, extra="FramePack in core ComfyUI's custom sampling: FramePack "
+                                       "Image To Video puts the start image on the conditioning, the FramePack "
+                                       "Section Sampler runs the section loop inside SamplerCustomAdvanced with "
+                                       "core's CFGGuider (cfg 1: distilled guidance only) and RandomNoise, FramePack "
+                                       "Sigmas gives the steps per section. The video's length comes from "
+                                       "EmptyHunyuanLatentVideo (145 frames: 4 sections, 4.8 s); its size must be "
+                                       "the image's (640 x 640 here; for other aspect ratios FramePack Bucket picks "
+                                       "the size)."),
+        },
     }
+
+
+def custom_sampling_nodes() -> dict:
+    """The shared loaders, with the square example image scaled to its 640 x 640 bucket by core's ImageScale."""
+    nodes = conditioning_nodes(I2V)
+    nodes["bucket"] = ("ImageScale", {"image": ("image", 0), "upscale_method": "lanczos", "width": 640, "height": 640,
+                                      "crop": "center"})
+    return nodes
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--server", default="http://127.0.0.1:8188")
     parser.add_argument("--out", type=Path, default=EXAMPLES)
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="write only these examples")
     args = parser.parse_args()
     with urllib.request.urlopen(args.server + "/object_info") as response:
         object_info = json.loads(response.read())
     args.out.mkdir(exist_ok=True)
     for name, spec in examples().items():
+        if args.only and name not in args.only:
+            continue
         workflow = build_workflow(spec, object_info)
         problems = check_workflow(workflow, object_info)
         if problems:
