@@ -1,11 +1,16 @@
 """FramePack in SamplerCustomAdvanced (FramePack Image To Video, Section Sampler and Sigmas with core's guiders and
 noise) against the all-in-one FramePack Sampler: the same settings and seed give the same latents, bit for bit."""
 
+import json
+import re
+import subprocess
+import sys
+
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import TINY_NAME, require_host
+from conftest import REPO, TINY_NAME, require_host
 
 require_host()
 
@@ -135,3 +140,17 @@ def test_disable_noise_and_a_mismatched_latent_are_reported(server):
     graph = custom_graph("vanilla")
     graph["latent"]["inputs"]["width"] = 128
     assert "give EmptyHunyuanLatentVideo the start image's width and height" in error_of(server, graph)
+
+
+def test_one_progress_bar_counts_every_section_step(server, tmp_path):
+    """Followed as a user follows it (scripts/queue_workflow.py on the websocket): 3 sections x 2 steps."""
+    workflow = tmp_path / "custom_api.json"
+    graph = custom_graph("inverted_anti_drifting")
+    graph["noise"]["inputs"]["noise_seed"] = 11  # a graph no other test ran: ComfyUI would return a cached result
+    workflow.write_text(json.dumps(graph))
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "queue_workflow.py"), str(workflow), "--server",
+                             server.url, "--out", str(tmp_path / "results")],
+                            capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    progress = re.findall(r"node sampler \(SamplerCustomAdvanced\): (step \d+/\d+)", result.stderr)
+    assert progress == [f"step {k}/6" for k in range(1, 7)], result.stderr
