@@ -96,12 +96,12 @@ class FramePackSectionLoop(comfy.samplers.Sampler):
 def check_sampling_inputs(noise, latent_image, denoise_mask) -> None:
     check_latent_layout("latent_image", latent_image)
     if denoise_mask is not None:
-        raise InputError("the latent has a noise mask, which FramePack sections cannot use: connect an "
-                         "EmptyHunyuanLatentVideo without SetLatentNoiseMask.")
+        raise InputError(f"the latent has a noise mask {tuple(denoise_mask.shape)}, which FramePack sections cannot "
+                         "use: connect an EmptyHunyuanLatentVideo without SetLatentNoiseMask.")
     if torch.count_nonzero(latent_image):
-        raise InputError("latent_image must be empty (EmptyHunyuanLatentVideo): only its size and length are used. "
-                         "The start image goes to FramePack Image To Video; to extend a video use FramePack "
-                         "Sampler's initial_latents.")
+        raise InputError(f"latent_image {tuple(latent_image.shape)} holds values, but only its size and length are "
+                         "used: connect EmptyHunyuanLatentVideo. The start image goes to FramePack Image To Video; "
+                         "to extend a video use FramePack Sampler's initial_latents.")
     if not torch.count_nonzero(noise):
         raise InputError("the noise is all zeros (DisableNoise): every FramePack section starts from noise drawn "
                          "from the seed; connect RandomNoise.")

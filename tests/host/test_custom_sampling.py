@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -140,6 +141,9 @@ def test_disable_noise_and_a_mismatched_latent_are_reported(server):
     graph = custom_graph("vanilla")
     graph["latent"]["inputs"]["width"] = 128
     assert "give EmptyHunyuanLatentVideo the start image's width and height" in error_of(server, graph)
+    graph = custom_graph("vanilla")
+    graph["sampler"]["inputs"]["latent_image"] = ["key_latent", 0]  # a VAE latent, not an empty one
+    assert "holds values, but only its size and length are used" in error_of(server, graph)
 
 
 def test_one_progress_bar_counts_every_section_step(server, tmp_path):
@@ -154,3 +158,22 @@ def test_one_progress_bar_counts_every_section_step(server, tmp_path):
     assert result.returncode == 0, result.stderr
     progress = re.findall(r"node sampler \(SamplerCustomAdvanced\): (step \d+/\d+)", result.stderr)
     assert progress == [f"step {k}/6" for k in range(1, 7)], result.stderr
+
+
+def test_interrupt_stops_the_run(server):
+    graph = custom_graph("vanilla")
+    graph["latent"]["inputs"]["length"] = 145  # 36 sections at window 1, 50 steps each: minutes, unless stopped
+    graph["schedule"]["inputs"]["latent_window_size"] = 1
+    graph["sigmas"]["inputs"]["steps"] = 50
+    answer = server.post("/prompt", {"prompt": graph})
+    prompt_id, deadline = answer["prompt_id"], time.time() + 120
+    while not server.get("/queue")["queue_running"]:
+        assert time.time() < deadline, "the run did not start"
+        time.sleep(0.1)
+    time.sleep(3)
+    server.post("/interrupt", {})
+    while prompt_id not in server.get(f"/history/{prompt_id}"):
+        assert time.time() < deadline, "the run did not stop"
+        time.sleep(0.2)
+    messages = server.get(f"/history/{prompt_id}")[prompt_id]["status"]["messages"]
+    assert any(m[0] == "execution_interrupted" for m in messages), messages
