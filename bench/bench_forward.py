@@ -37,6 +37,7 @@ from torch import nn
 from bench.report import write_results
 from framepack_core import FramePackConfig, FramePackTransformer, load_transformer
 from framepack_core.model.checkpoint import save_config_metadata
+from framepack_core.model.transformer import ReferenceArguments
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 MiB = 2 ** 20
@@ -343,7 +344,8 @@ def run(threads: int | None, repeats: int, out: Path) -> dict:
         path = Path(tmp) / "framepack_mid.safetensors"
         params = save_random_weights(config, path)
         load = {name: load_in_fresh_process(path, name) for name in DTYPES}
-        models = {name: load_transformer(path, dtype=dtype) for name, dtype in DTYPES.items()}
+        # f1_inputs are the reference's named forward keywords.
+        models = {name: ReferenceArguments(load_transformer(path, dtype=dtype)) for name, dtype in DTYPES.items()}
         file_mib = path.stat().st_size / MiB
     flops = count_flops(models["float32"], inputs)  # also the float32 warm-up
     time_forward(models["bfloat16"], inputs)  # bfloat16 warm-up

@@ -48,6 +48,7 @@ from bench.bench_forward import (RssSampler, bench_config, count_flops, f1_input
                                  proc_status_mib, reset_peak_rss, save_random_weights)
 from bench.memory_model import measured_activation_peak
 from bench.report import write_results
+from framepack_core.model.transformer import ReferenceArguments
 from framepack_core import FlowDenoiser, FramePackConfig, flow_sigmas, sample_unipc
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,7 +80,7 @@ def import_baseline(folder: str):
 def load_model(name: str, paths: dict, baseline_dir: str | None = None):
     """A callable with our forward keywords: ``ours``, ``reference`` (diffusers) or ``baseline``."""
     if name == "ours":
-        return framepack_core.load_transformer(paths["file"])
+        return ReferenceArguments(framepack_core.load_transformer(paths["file"]))
     if name == "baseline":
         return import_baseline(baseline_dir).load_transformer(paths["file"])
     return load_reference(paths["folder"])

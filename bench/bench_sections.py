@@ -37,6 +37,7 @@ from bench.bench_forward import machine_info
 from bench.report import write_results
 from framepack_core import (FlowDenoiser, FramePackConfig, FramePackTransformer, GenerationInputs, GenerationSettings,
                             TextConditioning, TransformerSectionSampler, flow_sigmas, generate, sample_unipc)
+from framepack_core.model.transformer import ReferenceArguments
 
 LATENT_HW = (16, 16)  # a 128x128 px frame
 WINDOW = 9
@@ -142,7 +143,7 @@ def run_naive(model, probe, inputs, sections: int, steps: int, budget_s: float) 
         noise = torch.randn((1, 16, WINDOW, *LATENT_HW), generator=gen)
         shared = {"clean_latents": video[:, :, :known], "clean_latent_indices": torch.arange(known)[None],
                   "latent_indices": torch.arange(known, known + WINDOW)[None]}
-        denoiser = FlowDenoiser(model, positive, shared=shared)
+        denoiser = FlowDenoiser(ReferenceArguments(model), positive, shared=shared)
         video[:, :, known:known + WINDOW] = sample_unipc(denoiser, noise, sigmas)
         elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
         if probe.tokens != naive_tokens(k + 1):

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from framepack_core import FramePackConfig
+from framepack_core.model.config import CLEAN_PROJECTIONS
 
 # Our forward keywords -> diffusers' (index tensors there are 1-D and shared across the batch).
 REFERENCE_ARGUMENTS = {
@@ -34,13 +35,27 @@ class ReferenceModel:
 
     def __call__(self, **kwargs):
         args = {}
-        for name, value in kwargs.items():
+        named = named_clean_inputs(kwargs.pop("clean_groups", ()))
+        for name, value in {**kwargs, **named}.items():
             if name.endswith("indices"):
                 if value.shape[0] != 1:
                     raise ValueError(f"diffusers shares {name} across the batch; got shape {tuple(value.shape)}")
                 value = value[0]
             args[REFERENCE_ARGUMENTS.get(name, name)] = value
         return self.model(**args, return_dict=False)[0]
+
+
+def named_clean_inputs(groups) -> dict:
+    """The engine's CleanGroups as the reference's named clean inputs (one group per projection, no pre-pool)."""
+    named = {}
+    for projection in CLEAN_PROJECTIONS:
+        members = [g for g in groups if g.proj == projection.name]
+        if len(members) > 1 or any(tuple(g.pre_pool) != (1, 1, 1) for g in members):
+            raise ValueError(f"diffusers takes one unpooled {projection.name} group, got {len(members)}: "
+                             "use a layout of the reference (a released schedule).")
+        if members:
+            named[projection.latents_arg], named[projection.indices_arg] = members[0].latents, members[0].indices
+    return named
 
 
 def write_model_folder(config: FramePackConfig, weights: Path, folder: Path) -> None:

@@ -34,6 +34,7 @@ from bench.bench_forward import bench_config, count_flops, f1_inputs
 from bench.report import write_results
 from framepack_core import FramePackConfig, FramePackTransformer, plan_sections, section_count
 from framepack_core.engine.buckets import BASE_640
+from framepack_core.model.transformer import ReferenceArguments
 
 GiB = 2 ** 30
 PARAMS_13B = 12_874_314_816  # the released checkpoint's exact parameter count (reference key manifest)
@@ -173,8 +174,8 @@ def check_activation_formula() -> dict:
     """The formula against the live-tensor peak of a real bf16 forward at bench_forward's configuration."""
     config = bench_config()
     torch.manual_seed(0)
-    model = FramePackTransformer(config, dtype=torch.bfloat16).eval().requires_grad_(False)
-    inputs = f1_inputs(config)
+    model = ReferenceArguments(FramePackTransformer(config, dtype=torch.bfloat16).eval().requires_grad_(False))
+    inputs = f1_inputs(config)  # the reference's named forward keywords
     image_tokens, context_tokens, noisy_tokens = tokens_of(model, inputs)
     predicted = activation_bytes(config, image_tokens, context_tokens)["total"]
     measured = measured_activation_peak(model, inputs)

@@ -8,6 +8,7 @@ friends apply), and core nodes such as LoraLoaderModelOnly and TorchCompileModel
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 
 import comfy.conds
@@ -17,31 +18,60 @@ import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
 import comfy.ops
+import comfy.patcher_extension
 import comfy.supported_models_base
 import torch
 
 from ..framepack_core import FramePackTransformer, load_transformer
+from ..framepack_core.engine.sampling import guidance_input, time_inputs
+from ..framepack_core.engine.step_caches import StepCache
 from ..framepack_core.model.checkpoint import block_weight_dtype, open_checkpoint, parameter_count
 
 log = logging.getLogger(__name__)
 
-# The per-section inputs (indices, clean latents, image embeddings, step cache) travel in
-# ``transformer_options[SECTION_KEY]`` of a cloned ModelPatcher: they are shared by the positive and negative
-# calls and change every section, like EasyCache's state does.
+# One section's context travels in ``transformer_options[SECTION_KEY]`` as one SectionContext: it is shared by
+# the positive and negative calls and changes every section, like EasyCache's state; it is moved to the load
+# device once per section (``SectionContext.to``), not on every call. This also works inside one sampler call
+# that runs many sections (SamplerCustomAdvanced), where only the model options can change between sections.
 SECTION_KEY = "framepack_section"
 WEIGHT_DTYPES = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8_e4m3fn,
                  "fp8_e5m2": torch.float8_e5m2}
 
 
-def comfy_attention(q, k, v, mask=None):
+@dataclasses.dataclass
+class SectionContext:
+    """What the FramePack model takes besides ComfyUI's conds: the section's latent indices, its packed
+    clean context, the image embeddings and the section's step cache (None: every step computes)."""
+
+    latent_indices: torch.Tensor
+    clean_groups: list
+    image_embeddings: torch.Tensor
+    cache: StepCache | None = None
+
+    def to(self, device) -> "SectionContext":
+        groups = [dataclasses.replace(g, latents=g.latents.to(device), indices=g.indices.to(device))
+                  for g in self.clean_groups]
+        return SectionContext(self.latent_indices.to(device), groups, self.image_embeddings.to(device), self.cache)
+
+
+def comfy_attention(q, k, v, mask=None, transformer_options=None):
     """The core's attention contract on top of ComfyUI's selected backend (boolean mask -> additive)."""
     if mask is not None:
         mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, torch.finfo(q.dtype).min)
-    return comfy.ldm.modules.attention.optimized_attention(q, k, v, q.shape[1], mask=mask, skip_reshape=True)
+    return comfy.ldm.modules.attention.optimized_attention(q, k, v, q.shape[1], mask=mask, skip_reshape=True,
+                                                           transformer_options=transformer_options or {})
 
 
 class ComfyFramePackTransformer(FramePackTransformer):
-    """The core transformer with ComfyUI's ``diffusion_model(x, t, context=..., **conds)`` calling convention."""
+    """The core transformer with ComfyUI's ``diffusion_model(x, t, context=..., **conds)`` calling convention.
+
+    ``compute_dtype`` is ComfyUI's choice (manual cast for fp8 weights), given when the model is built.
+    """
+
+    def __init__(self, config, *, compute_dtype=None, **kwargs):
+        super().__init__(config, **kwargs)
+        if compute_dtype is not None:
+            self.compute_dtype = compute_dtype
 
     @property
     def dtype(self):
@@ -50,30 +80,28 @@ class ComfyFramePackTransformer(FramePackTransformer):
             self.transformer_blocks[0].attn.to_q.weight.dtype
 
     def forward(self, x, timestep, context=None, attention_mask=None, y=None, guidance=None, control=None,
-                transformer_options=None, **kwargs):
-        section = dict((transformer_options or {}).get(SECTION_KEY) or {})
-        if not section:
+                transformer_options={}, **kwargs):  # noqa: B006  (ComfyUI's signature: never mutated here)
+        """Through ComfyUI's DIFFUSION_MODEL wrappers, as core models are (model patches can wrap it)."""
+        return comfy.patcher_extension.WrapperExecutor.new_class_executor(
+            self._forward, self,
+            comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
+                                                     transformer_options),
+        ).execute(x, timestep, context, attention_mask, y, guidance, control, transformer_options, **kwargs)
+
+    def _forward(self, x, timestep, context, attention_mask, y, guidance, control, transformer_options, **kwargs):
+        section = transformer_options.get(SECTION_KEY)
+        if section is None:
             raise RuntimeError("the FramePack model was called without its section inputs: sample it with the "
                                "FramePack sampler nodes, not with KSampler.")
-        dtype = self.compute_dtype
-        batch = x.shape[0]
         if attention_mask is None:
             attention_mask = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)
-        # The reference feeds timestep and guidance in the compute dtype (10000 -> 9984 in bf16).
-        timestep = timestep.to(dtype).float()
-        guidance = None if guidance is None else (guidance.float() * 1000.0).to(dtype).float().expand(batch)
-        cache = section.pop("cache", None)
-        inputs = {k: to_device(v, x.device) for k, v in section.items()}
-        return super().forward(x, timestep, context, attention_mask.bool(), y, guidance, cache=cache, **inputs)
-
-
-def to_device(value, device):
-    """Section inputs to the sampling device (tensors, and the tensors inside CleanGroups)."""
-    if torch.is_tensor(value):
-        return value.to(device)
-    if isinstance(value, list):
-        return [dataclasses.replace(g, latents=g.latents.to(device), indices=g.indices.to(device)) for g in value]
-    return value
+        timestep, guidance = time_inputs(timestep, guidance, self.compute_dtype)
+        if guidance is not None:
+            guidance = guidance.expand(x.shape[0])
+        return super().forward(x, timestep, context, attention_mask.bool(), y, guidance,
+                               latent_indices=section.latent_indices, clean_groups=section.clean_groups,
+                               image_embeddings=section.image_embeddings, cache=section.cache,
+                               transformer_options=transformer_options)
 
 
 class FramePackBaseModel(comfy.model_base.HunyuanVideo):
@@ -86,6 +114,8 @@ class FramePackBaseModel(comfy.model_base.HunyuanVideo):
     def __init__(self, model_config, transformer, device=None):
         super().__init__(model_config, comfy.model_base.ModelType.FLOW, device=device)
         self.diffusion_model = transformer
+        # FramePack's own model_sampling: a different one on the MODEL was set by a node (ModelSamplingSD3).
+        self.framepack_model_sampling = self.model_sampling
 
     def extra_conds(self, **kwargs):
         out = {}
@@ -101,7 +131,8 @@ class FramePackBaseModel(comfy.model_base.HunyuanVideo):
             out["y"] = comfy.conds.CONDRegular(pooled)
         guidance = kwargs.get("guidance", 10.0)
         if guidance is not None:
-            out["guidance"] = comfy.conds.CONDRegular(torch.FloatTensor([guidance]))
+            # Scaled here as the core sampler scales it; ComfyUI casts conds to the compute dtype.
+            out["guidance"] = comfy.conds.CONDRegular(guidance_input(guidance))
         return out
 
 
@@ -114,14 +145,17 @@ class FramePackModelConfig(comfy.supported_models_base.BASE):
     memory_usage_factor = 2.2
     supported_inference_dtypes = [torch.bfloat16, torch.float16, torch.float32]
 
-    def __init__(self, framepack_config):
+    def __init__(self, framepack_config, variant: str | None = None):
         super().__init__({"disable_unet_model_creation": True})
         self.framepack_config = framepack_config
+        # Which released checkpoint this is ("i2v", "f1", or None when unknown), for the sampler's mode check.
+        self.variant = variant
 
 
-def load_framepack_model(path, weight_dtype: str = "default") -> comfy.model_patcher.ModelPatcher:
+def load_framepack_model(path, weight_dtype: str = "default", variant: str | None = None
+                         ) -> comfy.model_patcher.ModelPatcher:
     """Load a FramePack checkpoint (file or diffusers folder) as a ComfyUI MODEL, dtypes chosen the way
-    ComfyUI's UNETLoader chooses them."""
+    ComfyUI's UNETLoader chooses them; ``variant`` names the released checkpoint ("i2v", "f1") if known."""
     load_device = comfy.model_management.get_torch_device()
     offload_device = comfy.model_management.unet_offload_device()
     supported = FramePackModelConfig.supported_inference_dtypes
@@ -133,9 +167,9 @@ def load_framepack_model(path, weight_dtype: str = "default") -> comfy.model_pat
     operations = comfy.ops.pick_operations(storage, compute, load_device=load_device,
                                            fp8_optimizations=weight_dtype == "fp8_e4m3fn_fast")
     transformer = load_transformer(path, dtype=None if storage == file_dtype else storage, device=offload_device,
-                                   operations=operations, attention=comfy_attention, model_class=ComfyFramePackTransformer)
-    transformer.compute_dtype = compute
-    config = FramePackModelConfig(transformer.config)
+                                   operations=operations, attention=comfy_attention,
+                                   model_class=functools.partial(ComfyFramePackTransformer, compute_dtype=compute))
+    config = FramePackModelConfig(transformer.config, variant)
     config.set_inference_dtype(storage, None if compute == storage else compute)
     log.info("FramePack transformer %s: weights %s, compute %s", path, storage, compute)
     model = FramePackBaseModel(config, transformer, device=offload_device)

@@ -25,12 +25,15 @@ import torch
 
 from ..framepack_core import InputError
 from ..framepack_core.engine.resume import HEADER_NAME, fingerprint, prune_runs, settings_record
+from .section_sampler import step_cache_choice
 
 log = logging.getLogger(__name__)
 
 RESUME_FOLDER = "framepack_resume"
 AUTO, OFF = "auto", "off"
-PATCH_SAMPLE = 64
+# Deep enough to reach a LoRA adapter's weight tensors inside a patch (list, tuple, adapter, fields, weights).
+PATCH_DEPTH = 8
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 # Larger tensors in a SAMPLER's options are identified by shape and dtype (hashing would cost too much).
 TENSOR_HASH_LIMIT = 1 << 20
 KEEP_FINISHED, KEEP_UNFINISHED = 3, 5
@@ -58,42 +61,42 @@ def resume_choices() -> list[str]:
 
 
 def patches_digest(model) -> str:
-    """A digest of the LoRA (and other) weight patches on a ModelPatcher: keys, strengths, sampled weights."""
+    """A digest of the LoRA (and other) weight patches of a ModelPatcher, from its public ``get_key_patches``:
+    per patched key, a description of each patch (strengths, adapter fields, weights) whatever its layout."""
     digest = hashlib.sha256()
-    for key in sorted(model.patches):
-        for patch in model.patches[key]:
-            strength, adapter, strength_model = patch[0], patch[1], patch[2]
-            digest.update(f"{key}|{strength}|{strength_model}".encode())
-            weights = getattr(adapter, "weights", adapter)
-            for tensor in weights if isinstance(weights, (list, tuple)) else [weights]:
-                if torch.is_tensor(tensor):
-                    flat = tensor.detach().float().cpu().reshape(-1)
-                    digest.update(str(tuple(tensor.shape)).encode())
-                    digest.update(torch.cat([flat[:PATCH_SAMPLE], flat[-PATCH_SAMPLE:]]).numpy().tobytes())
+    for key, (_, *patches) in sorted(model.get_key_patches().items()):
+        if patches:
+            digest.update(f"{key}|{describe(patches, max_depth=PATCH_DEPTH)}".encode())
     return digest.hexdigest()
 
 
-def describe(value, depth: int = 0) -> str:
-    """A stable text for a SAMPLER's parts: functions by module, name and closed-over values; objects by fields."""
-    if depth > 4:
+def describe(value, depth: int = 0, max_depth: int = 4) -> str:
+    """A stable text for a SAMPLER's (or a patch's) parts: functions by module, name and closed-over values;
+    objects by fields; tensors by a hash of their values (large ones by shape and dtype)."""
+    if depth > max_depth:
         return "..."
+    inner = lambda v: describe(v, depth + 1, max_depth)  # noqa: E731
     if value is None or isinstance(value, (bool, int, float, str)):
         return repr(value)
     if torch.is_tensor(value):
         if value.numel() > TENSOR_HASH_LIMIT:
             return f"tensor{tuple(value.shape)}:{value.dtype}"
-        return f"tensor{tuple(value.shape)}:{hashlib.sha256(value.detach().cpu().numpy().tobytes()).hexdigest()}"
+        data = value.detach().cpu()
+        data = data.float() if data.dtype in (torch.bfloat16, *FP8_DTYPES) else data
+        return f"tensor{tuple(value.shape)}:{hashlib.sha256(data.numpy().tobytes()).hexdigest()}"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k!r}: {describe(v, depth + 1)}" for k, v in sorted(value.items(), key=repr)) + "}"
+        return "{" + ", ".join(f"{k!r}: {inner(v)}" for k, v in sorted(value.items(), key=repr)) + "}"
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(describe(v, depth + 1) for v in value) + "]"
+        return "[" + ", ".join(inner(v) for v in value) + "]"
+    if isinstance(value, (set, frozenset)):
+        return "{" + ", ".join(sorted(inner(v) for v in value)) + "}"
     if inspect.isfunction(value) or inspect.ismethod(value):
         function = getattr(value, "__func__", value)
-        cells = [describe(contents(cell), depth + 1) for cell in function.__closure__ or ()]
-        return f"{function.__module__}.{function.__qualname__}{describe(function.__defaults__, depth + 1)}{cells}"
+        cells = [inner(contents(cell)) for cell in function.__closure__ or ()]
+        return f"{function.__module__}.{function.__qualname__}{inner(function.__defaults__)}{cells}"
     fields = getattr(value, "__dict__", None)
     name = f"{type(value).__module__}.{type(value).__qualname__}"
-    return name + (describe(fields, depth + 1) if isinstance(fields, dict) else f"<{value!r}>")
+    return name + (inner(fields) if isinstance(fields, dict) else f"<{value!r}>")
 
 
 def contents(cell):
@@ -109,9 +112,14 @@ def sampler_identity(sampler) -> str:
 
 
 def run_fingerprint(model, inputs, sampler=None) -> str:
-    """The fingerprint a saved run must match: the weights, their patches, the SAMPLER and the conditioning."""
+    """The fingerprint a saved run must match: the weights, their patches, the SAMPLER, the conditioning and
+    a step-cache node's choice (only when there is one, so runs without one keep their fingerprint)."""
     core = fingerprint(model.model.diffusion_model, inputs)
-    return hashlib.sha256(f"{core}|{patches_digest(model)}|{sampler_identity(sampler)}".encode()).hexdigest()
+    text = f"{core}|{patches_digest(model)}|{sampler_identity(sampler)}"
+    choice = step_cache_choice(model)
+    if choice is not None:
+        text += f"|{describe(choice)}"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def auto_path(run_fp: str, settings) -> Path:

@@ -5,25 +5,57 @@ from __future__ import annotations
 import logging
 
 import comfy.model_management
+import comfy.model_patcher
+import comfy.patcher_extension
 import comfy.samplers
 import comfy.utils
 import latent_preview
 import torch
 
-from ..framepack_core import SectionJob, TextConditioning, apply_cfg, sample_euler, sample_unipc, section_step_cache
-from .latents import LATENT_FORMAT
-from .native_model import SECTION_KEY
+from ..framepack_core import SectionJob, TextConditioning, apply_cfg, section_step_cache
+from ..framepack_core.engine.generate import SAMPLER_FUNCTIONS
+from ..framepack_core.engine.validation import SAMPLERS
+from ..framepack_core.engine.step_caches import StepCacheChoice
+from .native_model import SECTION_KEY, SectionContext
 
 log = logging.getLogger(__name__)
 
-SAMPLER_NAMES = ("unipc_bh1", "unipc_bh2", "euler")
+SAMPLER_NAMES = SAMPLERS
+# A FramePack TeaCache / MagCache node's choice, in the model's transformer_options.
+STEP_CACHE_KEY = "framepack_step_cache"
 
 
 def framepack_sampler(name: str):
     """FramePack's own samplers as ComfyUI SAMPLERs (k-diffusion signature)."""
-    if name == "euler":
-        return comfy.samplers.KSAMPLER(sample_euler)
-    return comfy.samplers.KSAMPLER(sample_unipc, extra_options={"variant": name.removeprefix("unipc_")})
+    function, options = SAMPLER_FUNCTIONS[name]
+    return comfy.samplers.KSAMPLER(function, extra_options=options)
+
+
+def section_model_options(model_options: dict, job: SectionJob, device) -> dict:
+    """A copy of ``model_options`` whose transformer_options carry the section's context to the FramePack model.
+
+    The context (latent indices, clean groups, image embeddings, the section's step cache) is moved to
+    ``device`` here, once per section. Both the all-in-one sampler and the SamplerCustomAdvanced sampler use it.
+    """
+    options = comfy.model_patcher.create_model_options_clone(model_options)
+    transformer_options = options.setdefault("transformer_options", {})
+    cache = section_step_cache(job.settings, transformer_options.get(STEP_CACHE_KEY))
+    inputs = job.model_inputs
+    context = SectionContext(inputs["latent_indices"], inputs["clean_groups"], job.image_embeddings, cache)
+    transformer_options[SECTION_KEY] = context.to(device)
+    return options
+
+
+def with_step_cache(model, choice: StepCacheChoice):
+    """A clone of a FramePack MODEL whose sections use the step cache ``choice`` (TeaCache / MagCache nodes)."""
+    patched = model.clone()
+    patched.model_options["transformer_options"] = dict(patched.model_options.get("transformer_options", {}))
+    patched.model_options["transformer_options"][STEP_CACHE_KEY] = choice
+    return patched
+
+
+def step_cache_choice(model) -> StepCacheChoice | None:
+    return model.model_options.get("transformer_options", {}).get(STEP_CACHE_KEY)
 
 
 def comfy_conditioning(text: TextConditioning, distilled_cfg: float) -> list:
@@ -48,16 +80,15 @@ class ComfySectionSampler:
         self.model = model
         self.sampler = sampler
         self.progress = comfy.utils.ProgressBar(total_steps)
-        self.previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
+        self.previewer = latent_preview.get_previewer(model.load_device, model.get_model_object("latent_format"))
 
     def __call__(self, job: SectionJob) -> torch.Tensor:
         settings = job.settings
         patcher = self.model.clone()
-        section = dict(job.model_inputs, image_embeddings=job.image_embeddings)
-        section["cache"] = section_step_cache(settings)
-        options = dict(patcher.model_options.get("transformer_options", {}))
-        options[SECTION_KEY] = section
-        patcher.model_options["transformer_options"] = options
+        patcher.model_options = section_model_options(patcher.model_options, job, patcher.load_device)
+        sampled = {}
+        patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, "framepack_model_space",
+                                     keep_model_space(sampled))
         if settings.cfg_rescale:
             patcher.set_model_sampler_cfg_function(cfg_rescale_function(settings.cfg_rescale))
         positive = comfy_conditioning(job.positive, settings.distilled_cfg)
@@ -75,7 +106,20 @@ class ComfySectionSampler:
             if job.step_callback is not None:
                 job.step_callback({"i": step, "denoised": denoised, "x": x})
 
-        samples = guider.sample(job.noise, torch.zeros_like(job.noise), self.sampler, job.sigmas,
-                                callback=callback, disable_pbar=True, seed=settings.seed)
+        guider.sample(job.noise, torch.zeros_like(job.noise), self.sampler, job.sigmas,
+                      callback=callback, disable_pbar=True, seed=settings.seed)
         comfy.model_management.throw_exception_if_processing_interrupted()
-        return LATENT_FORMAT.process_in(samples.float())
+        return sampled["samples"].float()
+
+
+def keep_model_space(into: dict):
+    """A SAMPLER_SAMPLE wrapper keeping the sampler's latents as sampled, in model space.
+
+    The section loop keeps the video in model space for the whole run (the LATENT is scaled once on the way
+    in and once on the way out); the guider's ``process_latent_out`` result is not used, so a section's
+    latents are not scaled out and in again.
+    """
+    def wrapper(executor, *args, **kwargs):
+        into["samples"] = executor(*args, **kwargs)
+        return into["samples"]
+    return wrapper

@@ -10,11 +10,12 @@ from .lora_loader import FramePackLoraLoader
 from .sampler import FramePackSampler
 from .schedule import FramePackScheduleNode
 from .single_frame_sampler import FramePackSingleFrameSampler
+from .step_cache import FramePackMagCache, FramePackTeaCache
 from .video_output import FramePackVideoOutput
 
 NODES = [FramePackModelLoader, FramePackLoraLoader, FramePackBucket, FramePackScheduleNode, FramePackSampler, FramePackTimestampedPrompts,
          FramePackKeyframes, FramePackSingleFrameSampler, FramePackColorMatch, FramePackEncodeStartImage,
-         FramePackVideoOutput]
+         FramePackVideoOutput, FramePackTeaCache, FramePackMagCache]
 
 
 class FramePackExtension(ComfyExtension):

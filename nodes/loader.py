@@ -8,31 +8,32 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..framepack_core import CheckpointError
+from ..framepack_core.model.checkpoint import INDEX_NAME, SINGLE_NAME
 
 from ..comfy_adapter.native_model import WEIGHT_DTYPES, load_framepack_model
 
 DIFFUSERS_PREFIX = "diffusers/"
-INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
 
 
 def diffusers_folders() -> dict[str, str]:
     """Transformer folders under models/diffusers: display name -> absolute path.
 
     A folder qualifies when it holds a config.json and safetensors weights (sharded with an index, or a single
-    file); a full pipeline folder contributes its ``transformer`` subfolder.
+    file); a full pipeline folder contributes its ``transformer`` subfolder. Listing never follows a link to
+    a folder below the top level (a model folder there may be a link): a link loop cannot make it walk on.
     """
-    found, seen = {}, set()
+    found = {}
     for root in folder_paths.get_folder_paths("diffusers"):
         if not os.path.isdir(root):
             continue
-        for current, dirs, files in os.walk(root, followlinks=True):
-            # Links are followed, but never into a folder already walked: a symlink loop ends here.
-            seen.add(os.path.realpath(current))
-            dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(current, d)) not in seen)
-            has_weights = INDEX_NAME in files or "diffusion_pytorch_model.safetensors" in files
-            if "config.json" in files and has_weights:
-                name = os.path.relpath(current, root).replace(os.sep, "/")
-                found[DIFFUSERS_PREFIX + name] = current
+        starts = [root] + sorted(entry.path for entry in os.scandir(root) if entry.is_symlink() and entry.is_dir())
+        for start in starts:
+            for current, dirs, files in os.walk(start):
+                dirs.sort()
+                has_weights = INDEX_NAME in files or SINGLE_NAME in files
+                if "config.json" in files and has_weights:
+                    name = os.path.relpath(current, root).replace(os.sep, "/")
+                    found[DIFFUSERS_PREFIX + name] = current
     return found
 
 
@@ -90,7 +91,6 @@ class FramePackModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name, weight_dtype) -> io.NodeOutput:
-        model = load_framepack_model(resolve_model(model_name), weight_dtype)
         # Which released checkpoint this is, by its usual name, so the sampler can warn about a mode mismatch.
-        model.model.diffusion_model.variant = "f1" if "f1" in model_name.lower() else "i2v"
-        return io.NodeOutput(model)
+        variant = "f1" if "f1" in model_name.lower() else "i2v"
+        return io.NodeOutput(load_framepack_model(resolve_model(model_name), weight_dtype, variant))

@@ -11,9 +11,10 @@ from ..framepack_core import (MODES, GenerationInputs, GenerationSettings, Input
                               section_count)
 from ..framepack_core.engine.conditioning import FPS
 from ..framepack_core.engine.generate import initial_state, validate_run
+from ..framepack_core.engine.sampling import require_negative
 from ..framepack_core.engine.validation import keyframes_by_frame
 from ..framepack_core.engine.resume import CONTINUE, STOP, ResumeWriter, load_resume
-from ..comfy_adapter.section_sampler import SAMPLER_NAMES, ComfySectionSampler, framepack_sampler
+from ..comfy_adapter.section_sampler import SAMPLER_NAMES, ComfySectionSampler, framepack_sampler, step_cache_choice
 from ..comfy_adapter.latents import LATENT_FORMAT, image_embeddings, latent_frames, text_conditioning
 from ..comfy_adapter.resume_files import AUTO, chosen_path, remove_old_runs, resume_choices, run_fingerprint
 from ..comfy_adapter.sockets import KeyframesSocket, PromptsSocket, ScheduleSocket
@@ -28,13 +29,14 @@ TRAINED_MODE = {"f1": "vanilla", "i2v": "inverted_anti_drifting"}
 
 def patched_shift(model):
     """The shift set by ModelSamplingSD3 (or similar) on this model, else None (FramePack's automatic shift)."""
-    if "model_sampling" not in model.object_patches:
+    sampling = model.get_model_object("model_sampling")
+    if sampling is model.model.framepack_model_sampling:
         return None
-    return getattr(model.get_model_object("model_sampling"), "shift", None)
+    return getattr(sampling, "shift", None)
 
 
 def warn_on_mode_mismatch(model, mode: str) -> None:
-    variant = getattr(model.model.diffusion_model, "variant", None)
+    variant = model.model.model_config.variant
     trained = TRAINED_MODE.get(variant)
     if trained is not None and trained != mode and not (variant == "i2v" and mode == "anti_drifting"):
         log.warning("FramePack: this checkpoint (%s) was trained for %s sampling but %s was chosen; results may drift "
@@ -93,8 +95,9 @@ class FramePackSampler(io.ComfyNode):
                                tooltip="FramePack's flow UniPC (bh1 is the reference) or Euler. A connected sampler "
                                        "input overrides this."),
                 io.Float.Input("teacache_threshold", default=0.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="TeaCache: skip steps whose input barely changed. 0 = off, 0.15 ~2x faster "
-                                       "(hands may get slightly worse). Needs real_cfg 1."),
+                               tooltip="(legacy: use the FramePack TeaCache / MagCache node) TeaCache: skip steps "
+                                       "whose input barely changed. 0 = off, 0.15 ~2x faster (hands may get slightly "
+                                       "worse). Needs real_cfg 1."),
                 io.Conditioning.Input("negative", optional=True,
                                       tooltip="Negative prompt, only used when real_cfg > 1. For an empty negative "
                                               "encode an empty text with CLIPTextEncode (what FramePack uses); "
@@ -132,9 +135,9 @@ class FramePackSampler(io.ComfyNode):
                              tooltip="Text-to-video height in pixels (used only without start_latent)."),
                 # Last, so workflows saved before it keep their widget values in place.
                 io.Float.Input("magcache_threshold", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,
-                               tooltip="MagCache instead of TeaCache: skip steps while the estimated change of the "
-                                       "model's residual stays small. 0 = off, 0.1 usual. Needs real_cfg 1 and "
-                                       "teacache_threshold 0."),
+                               tooltip="(legacy: use the FramePack TeaCache / MagCache node) MagCache instead of "
+                                       "TeaCache: skip steps while the estimated change of the model's residual "
+                                       "stays small. 0 = off, 0.1 usual. Needs real_cfg 1 and teacache_threshold 0."),
                 io.Combo.Input("resume_write_failure", options=[CONTINUE, STOP], default=CONTINUE, optional=True,
                                tooltip="When the resume folder cannot be written (read-only, full disk): 'continue' "
                                        "the run without saving sections (a cancel then starts over), or 'stop' it "
@@ -171,6 +174,9 @@ class FramePackSampler(io.ComfyNode):
             prompt_blend_seconds=prompt_blend_seconds,
             interpolate_image_embeddings=interpolate_image_embeddings)
         warn_on_mode_mismatch(model, sampling_mode)
+        if step_cache_choice(model) is not None and (teacache_threshold > 0 or magcache_threshold > 0):
+            log.warning("FramePack: the model has a FramePack %s node; the sampler's cache threshold is ignored.",
+                        step_cache_choice(model).kind)
         inputs = build_inputs(config, positive, negative, start_latent, clip_vision_output, end_latent,
                               end_clip_vision_output, keyframes, prompts, initial_latents, width, height, real_cfg)
         total_steps = settings.num_sections * settings.steps
@@ -238,10 +244,8 @@ def build_inputs(config, positive, negative, start_latent, clip_vision_output, e
         embeddings = image_embeddings(clip_vision_output, "clip_vision_output", config)
     else:
         embeddings = torch.zeros(1, 729, config.image_proj_dim)
-    if real_cfg != 1 and negative is None:
-        raise InputError(f"real_cfg is {real_cfg}, which needs a negative prompt: connect one (for an empty negative, "
-                         "CLIPTextEncode of an empty text, as FramePack does; not ConditioningZeroOut), or set "
-                         "real_cfg to 1.")
+    require_negative(real_cfg, negative, "connect a negative prompt (for an empty negative, CLIPTextEncode of an "
+                     "empty text, as FramePack does; not ConditioningZeroOut), or set real_cfg to 1.")
     timed = [(start_s, end_s, text_conditioning(cond, f"prompt at {start_s}s", config))
              for start_s, end_s, cond in prompts] if prompts else text_conditioning(positive, "positive", config)
     return GenerationInputs(

@@ -17,10 +17,11 @@ import torch
 
 from .conditioning import TextConditioning, blend, frame_time, interpolation_weight, prompt_for_time
 from ..errors import InputError
+from ..model.config import CLEAN_PROJECTIONS, PROJECTION_BY_LABEL
 from ..model.packing import CleanGroup
 from .planning import SectionPlan, plan_sections
 from .sampling import FlowDenoiser, flow_sigmas, sample_euler, sample_unipc
-from .step_caches import MagCache, StepCache, TeaCache
+from .step_caches import StepCache, StepCacheChoice
 from .validation import (MAX_SECTIONS, SAMPLERS, check_costs, check_finite, check_image_embeddings, check_latent,
                          check_keyframe_sections, check_model_widths, check_same_widths, check_section_output,
                          check_settings, check_text, history_frames, is_number)
@@ -29,11 +30,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["MAX_SECTIONS", "SAMPLERS", "GenerationInputs", "GenerationSettings", "GenerationState", "SectionJob",
            "TransformerSectionSampler", "check_settings", "generate", "section_step_cache", "validate_run"]
-
-PROJ_NAMES = {"1x": "proj", "2x": "proj_2x", "4x": "proj_4x"}
-NAMED_SLOTS = (("4x", "clean_latents_4x", "clean_latent_4x_indices"),
-               ("2x", "clean_latents_2x", "clean_latent_2x_indices"),
-               ("1x", "clean_latents", "clean_latent_indices"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,17 +107,32 @@ class GenerationState:
 SectionSampler = Callable[[SectionJob], torch.Tensor]
 
 
-def section_step_cache(settings: GenerationSettings) -> StepCache | None:
-    """A new section's step cache as the settings choose (None: off, or real CFG makes two calls per step)."""
-    if settings.teacache_threshold <= 0 and settings.magcache_threshold <= 0:
+def section_step_cache(settings: GenerationSettings, choice: StepCacheChoice | None = None) -> StepCache | None:
+    """A new section's step cache: ``choice`` (a model patch's) or else the settings' thresholds.
+
+    None when neither asks for one, or when real CFG makes two model calls per step.
+    """
+    choice = choice or settings_step_cache(settings)
+    if choice is None:
         return None
     if settings.real_cfg != 1:
         log.warning("Step caching is off: it needs one model call per step, and real CFG %s makes two.",
                     settings.real_cfg)
         return None
+    return choice.new_cache(settings.steps)
+
+
+def settings_step_cache(settings: GenerationSettings) -> StepCacheChoice | None:
     if settings.magcache_threshold > 0:
-        return MagCache(settings.magcache_threshold, settings.steps)
-    return TeaCache(settings.teacache_threshold, settings.steps)
+        return StepCacheChoice("magcache", settings.magcache_threshold)
+    if settings.teacache_threshold > 0:
+        return StepCacheChoice("teacache", settings.teacache_threshold)
+    return None
+
+
+# The section samplers by name (validation.SAMPLERS): the k-diffusion sampling function and its options.
+SAMPLER_FUNCTIONS = {"unipc_bh1": (sample_unipc, {"variant": "bh1"}), "unipc_bh2": (sample_unipc, {"variant": "bh2"}),
+                     "euler": (sample_euler, {})}
 
 
 class TransformerSectionSampler:
@@ -140,10 +151,8 @@ class TransformerSectionSampler:
         denoiser = FlowDenoiser(self.model, positive, negative, shared={**job.model_inputs, "cache": cache},
                                 distilled_cfg=settings.distilled_cfg, real_cfg=settings.real_cfg,
                                 cfg_rescale=settings.cfg_rescale)
-        if settings.sampler == "euler":
-            return sample_euler(denoiser, job.noise, job.sigmas, callback=job.step_callback)
-        return sample_unipc(denoiser, job.noise, job.sigmas, callback=job.step_callback,
-                            variant=settings.sampler.removeprefix("unipc_"))
+        function, options = SAMPLER_FUNCTIONS[settings.sampler]
+        return function(denoiser, job.noise, job.sigmas, callback=job.step_callback, **options)
 
 
 def generate(sample_section: SectionSampler, inputs: GenerationInputs, settings: GenerationSettings, *,
@@ -218,24 +227,35 @@ def initial_state(inputs: GenerationInputs, plans, settings) -> GenerationState:
 # ------------------------------------------------------------------------------------------- context
 
 def context_inputs(plan: SectionPlan, video: torch.Tensor, inputs: GenerationInputs) -> dict:
-    """The transformer's index and clean-latent arguments for one section, gathered from the video buffer."""
+    """The transformer's ``latent_indices`` and ``clean_groups`` for one section, gathered from the video buffer.
+
+    A layout the reference's three clean tensors can carry is merged into one group per projection in the
+    reference's order (4x, 2x, 1x), so that it packs exactly as the reference does; others keep the plan's groups.
+    """
     groups = [gather(group, video) for group in plan.groups]
     guide_towards_targets(plan, groups, video, inputs)
     latent_indices = torch.tensor([plan.latent_indices])
     if plan.reference_compatible:
-        out = {"latent_indices": latent_indices}
-        for proj, latents_name, indices_name in NAMED_SLOTS:
-            members = [latents for group, latents in zip(plan.groups, groups) if group.proj == proj]
-            if members:
-                out[latents_name] = torch.cat(members, dim=2)
-                out[indices_name] = torch.tensor([getattr(plan, indices_name)])
-        return out
+        return {"latent_indices": latent_indices, "clean_groups": merged_per_projection(plan, groups)}
     clean = []
     for group, latents in zip(plan.groups, groups):
         if group.reduce == "mean":
             latents = latents.mean(dim=2, keepdim=True)
-        clean.append(CleanGroup(PROJ_NAMES[group.proj], latents, torch.tensor([group.indices]), group.pre_pool))
+        clean.append(CleanGroup(PROJECTION_BY_LABEL[group.proj].name, latents, torch.tensor([group.indices]),
+                                group.pre_pool))
     return {"latent_indices": latent_indices, "clean_groups": clean}
+
+
+def merged_per_projection(plan: SectionPlan, groups: list) -> list:
+    """One CleanGroup per projection the plan uses, its groups' frames concatenated in plan order."""
+    merged = []
+    for projection in CLEAN_PROJECTIONS:
+        members = [(group, latents) for group, latents in zip(plan.groups, groups) if group.proj == projection.label]
+        if members:
+            latents = torch.cat([latents for _, latents in members], dim=2)
+            indices = torch.tensor([[i for group, _ in members for i in group.indices]])
+            merged.append(CleanGroup(projection.name, latents, indices))
+    return merged
 
 
 def gather(group, video: torch.Tensor) -> torch.Tensor:

@@ -176,18 +176,32 @@ def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None)
     return x
 
 
+def guidance_input(distilled_cfg: float, batch: int = 1, device=None) -> Tensor:
+    """The distilled guidance as the transformer takes it, (batch,) float32: ``distilled_cfg x 1000``, built in
+    float32 as the reference does (round it to the compute dtype with ``time_inputs``)."""
+    return torch.full((batch,), distilled_cfg * T_SCALE, dtype=torch.float32, device=device)
+
+
+def time_inputs(timestep: Tensor, guidance: Tensor | None, dtype: torch.dtype) -> tuple:
+    """Timestep (sigma x 1000) and guidance rounded to the compute dtype, as the reference feeds them
+    (10000 -> 9984 in bf16)."""
+    return timestep.float().to(dtype), None if guidance is None else guidance.float().to(dtype)
+
+
+def require_negative(real_cfg: float, negative, advice: str = "pass negative or set real_cfg to 1.") -> None:
+    """Real CFG above 1 needs a negative: refuse its absence with ``advice`` on what to connect."""
+    if real_cfg != 1 and negative is None:
+        raise InputError(f"real_cfg is {real_cfg}, which needs negative conditioning; {advice}")
+
+
 def apply_cfg(pos: Tensor, neg: Tensor | None, real_cfg: float, rescale: float = 0.0) -> Tensor:
     """Real classifier-free guidance with optional CFG rescale (Lin et al. 2023).
 
     ``pred = neg + cfg * (pos - neg)``, then blended towards ``pred`` rescaled to the per-sample std of ``pos``.
     At ``real_cfg == 1`` the negative is not needed and may be None.
     """
-    if real_cfg == 1:
-        pred = pos
-    elif neg is None:
-        raise InputError(f"real_cfg is {real_cfg}, which needs a negative prediction; pass neg or set real_cfg to 1.")
-    else:
-        pred = neg + real_cfg * (pos - neg)
+    require_negative(real_cfg, neg)
+    pred = pos if real_cfg == 1 else neg + real_cfg * (pos - neg)
     if rescale != 0:
         dims = tuple(range(1, pos.ndim))
         # torch.std's default (unbiased) as the reference; the factor cancels in the ratio anyway.
@@ -216,9 +230,7 @@ class FlowDenoiser:
     def __init__(self, transformer: Callable, positive: Mapping, negative: Mapping | None = None, *,
                  shared: Mapping | None = None, distilled_cfg: float = 10.0, real_cfg: float = 1.0,
                  cfg_rescale: float = 0.0, dtype: torch.dtype | None = None):
-        if real_cfg != 1 and negative is None:
-            raise InputError(f"real_cfg is {real_cfg}, which needs negative conditioning; "
-                             "pass negative or set real_cfg to 1.")
+        require_negative(real_cfg, negative)
         self.transformer = transformer
         self.positive = dict(positive)
         self.negative = None if negative is None else dict(negative)
@@ -231,10 +243,8 @@ class FlowDenoiser:
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         sigma = sigma.float()
         x_in = x.to(self.dtype)
-        timestep = (sigma * T_SCALE).to(self.dtype)
-        # Built in float32 first, then cast, as the reference does (10.0 -> 10000 -> 9984 in bf16).
-        guidance = torch.full((x.shape[0],), self.distilled_cfg * T_SCALE, dtype=torch.float32, device=x.device)
-        guidance = guidance.to(self.dtype)
+        timestep, guidance = time_inputs(sigma * T_SCALE, guidance_input(self.distilled_cfg, x.shape[0], x.device),
+                                         self.dtype)
         v_pos = self._velocity(x_in, timestep, guidance, self.positive)
         v_neg = None if self.real_cfg == 1 else self._velocity(x_in, timestep, guidance, self.negative)
         v = apply_cfg(v_pos, v_neg, self.real_cfg, self.cfg_rescale)

@@ -27,6 +27,7 @@ import math
 import re
 
 from ..errors import FramePackError
+from ..model.config import CLEAN_PROJECTIONS
 
 MODES = ("vanilla", "anti_drifting", "inverted_anti_drifting")
 DEFAULT_LATENT_WINDOW_SIZE = 9
@@ -38,7 +39,8 @@ MAX_KERNEL_SIZE = 1024
 MAX_SCHEDULE_GROUPS = 256
 MAX_SCHEDULE_CHARS = 2048
 TAILS = {"td": "delete", "ta": "append", "tc": "compress"}
-PROJECTIONS = {1: ("1x", "proj"), 2: ("2x", "proj_2x"), 4: ("4x", "proj_4x")}
+# Temporal kernel factor -> (label, module name) of the trained projections (the model config's one mapping).
+PROJECTIONS = {p.kernel[0]: (p.label, p.name) for p in CLEAN_PROJECTIONS}
 NAMED = ("default", "standard", "inverted", "uniform")
 UNIFORM_DEFAULT = ("k2", 12)
 APPEND_TAIL_KERNEL = (1, 32, 32)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..model.packing import CleanGroup
 from .generate import GenerationSettings, SectionJob
 from .sampling import flow_sigmas
 
@@ -53,17 +54,15 @@ def single_frame_inputs(request: SingleFrameRequest) -> dict:
         raise InputError(f"target_index {request.target_index} equals a control index {indices}; choose another.")
     masks = request.masks or [None] * len(controls)
     clean = torch.cat([masked(c.float(), m) for c, m in zip(controls, masks)], dim=2)
-    inputs = {"latent_indices": torch.tensor([[request.target_index]]), "clean_latents": clean,
-              "clean_latent_indices": torch.tensor([list(indices)])}
     base = max(indices + [request.target_index]) + 1
     zeros = torch.zeros_like(controls[0])
-    if request.use_2x:
-        inputs["clean_latents_2x"] = zeros.expand(-1, -1, 2, -1, -1)
-        inputs["clean_latent_2x_indices"] = torch.tensor([[base, base + 1]])
+    groups = []  # in the reference's order: 4x, 2x, 1x
     if request.use_4x:
-        inputs["clean_latents_4x"] = zeros.expand(-1, -1, 16, -1, -1)
-        inputs["clean_latent_4x_indices"] = torch.arange(base + 2, base + 18)[None]
-    return inputs
+        groups.append(CleanGroup("proj_4x", zeros.expand(-1, -1, 16, -1, -1), torch.arange(base + 2, base + 18)[None]))
+    if request.use_2x:
+        groups.append(CleanGroup("proj_2x", zeros.expand(-1, -1, 2, -1, -1), torch.tensor([[base, base + 1]])))
+    groups.append(CleanGroup("proj", clean, torch.tensor([list(indices)])))
+    return {"latent_indices": torch.tensor([[request.target_index]]), "clean_groups": groups}
 
 
 def sample_single_frame(sample_section, request: SingleFrameRequest, positive, image_embeddings,

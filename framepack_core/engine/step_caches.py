@@ -15,6 +15,7 @@ assume one transformer call per sampling step (real CFG 1), as the reference doe
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -146,3 +147,25 @@ class MagCache(StepCache):
     def store(self, residual: torch.Tensor) -> None:
         super().store(residual)
         self.magnitudes = (self.magnitudes + [(self.current, residual.float().norm(dim=-1).mean().item())])[-2:]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepCacheChoice:
+    """Which step cache a run uses (``kind`` 'teacache' or 'magcache', and its threshold): a fresh cache is
+    made from it for every section."""
+
+    kind: str
+    threshold: float
+
+    def __post_init__(self):
+        if self.kind not in STEP_CACHES:
+            raise ValueError(f"unknown step cache {self.kind!r}; choose one of {', '.join(STEP_CACHES)}.")
+        if not isinstance(self.threshold, (int, float)) or not math.isfinite(self.threshold) or self.threshold < 0:
+            raise ValueError(f"the {self.kind} threshold must be a finite number >= 0 (0 disables skipping), "
+                             f"got {self.threshold!r}.")
+
+    def new_cache(self, steps: int) -> StepCache:
+        return STEP_CACHES[self.kind](self.threshold, steps)
+
+
+STEP_CACHES = {"teacache": TeaCache, "magcache": MagCache}

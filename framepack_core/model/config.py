@@ -11,8 +11,30 @@ from ..errors import ConfigError
 # Bounds that no real configuration comes near; a damaged config beyond them would allocate without end.
 MAX_SIZE = 65536
 MAX_LAYERS = 1024
-# The three clean-latent patchify kernels of the released checkpoints, by projection name.
-CLEAN_KERNELS = {"proj": (1, 2, 2), "proj_2x": (2, 4, 4), "proj_4x": (4, 8, 8)}
+
+
+@dataclasses.dataclass(frozen=True)
+class CleanProjection:
+    """One clean-latent projection of ``clean_x_embedder``: the one mapping from kernel to projection.
+
+    ``label`` is the schedules' and plans' name (``1x``, ``2x``, ``4x``), ``name`` the module's attribute,
+    ``kernel`` its patchify kernel, ``latents_arg`` / ``indices_arg`` the reference forward's arguments.
+    """
+
+    label: str
+    name: str
+    kernel: tuple[int, int, int]
+    latents_arg: str
+    indices_arg: str
+
+
+# The released checkpoints' projections in the reference's sequence order (most compressed first).
+CLEAN_PROJECTIONS = (
+    CleanProjection("4x", "proj_4x", (4, 8, 8), "clean_latents_4x", "clean_latent_4x_indices"),
+    CleanProjection("2x", "proj_2x", (2, 4, 4), "clean_latents_2x", "clean_latent_2x_indices"),
+    CleanProjection("1x", "proj", (1, 2, 2), "clean_latents", "clean_latent_indices"),
+)
+PROJECTION_BY_LABEL = {p.label: p for p in CLEAN_PROJECTIONS}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Mapping
 
 import einops
@@ -10,19 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import DualStreamBlock, SingleStreamBlock, TokenRefiner
-from .config import CLEAN_KERNELS, FramePackConfig
+from .config import CLEAN_PROJECTIONS, FramePackConfig
 from ..errors import InputError
 from .layers import TimeTextEmbedding, modulate, plain_layer_norm, sdpa_attention
 from .packing import CleanGroup, TokenGroup, pack_group
 from .rope import rotation_table
-
-# Clean groups in sequence order (most compressed first), with the forward arguments that feed them.
-CLEAN_GROUPS = (
-    ("proj_4x", "clean_latents_4x", "clean_latent_4x_indices"),
-    ("proj_2x", "clean_latents_2x", "clean_latent_2x_indices"),
-    ("proj", "clean_latents", "clean_latent_indices"),
-)
-
 
 class PatchEmbed(nn.Module):
     def __init__(self, in_channels, dim, kernel, dtype=None, device=None, operations=None):
@@ -35,8 +28,11 @@ class CleanPatchEmbed(nn.Module):
 
     def __init__(self, in_channels, dim, dtype=None, device=None, operations=None):
         super().__init__()
-        for name, kernel in CLEAN_KERNELS.items():
-            setattr(self, name, operations.Conv3d(in_channels, dim, kernel_size=kernel, stride=kernel, dtype=dtype, device=device))
+        # Registered 1x, 2x, 4x: the order of the released checkpoints' keys.
+        for projection in reversed(CLEAN_PROJECTIONS):
+            kernel = projection.kernel
+            setattr(self, projection.name, operations.Conv3d(in_channels, dim, kernel_size=kernel, stride=kernel,
+                                                             dtype=dtype, device=device))
 
 
 class ImageProjection(nn.Module):
@@ -109,18 +105,13 @@ class FramePackTransformer(nn.Module):
 
     # ---------------------------------------------------------------- inputs to tokens
 
-    def pack_image_tokens(self, hidden_states, latent_indices=None, clean_groups=None, **clean) -> TokenGroup:
-        """Noisy and clean latents -> image-stream tokens in the order [4x, 2x, 1x clean, noisy], with RoPE.
-
-        ``clean_groups`` (a list of ``CleanGroup``) replaces the three named clean inputs for other layouts.
-        """
+    def pack_image_tokens(self, hidden_states, latent_indices=None, clean_groups=()) -> TokenGroup:
+        """Noisy and clean latents -> image-stream tokens in the order [clean groups..., noisy], with RoPE."""
         batch, _, frames, height, width = hidden_states.shape
         grid = (frames // self.patch[0], height // self.patch[1], width // self.patch[2])
         cfg = self.config
         if latent_indices is None:
             latent_indices = torch.arange(grid[0], device=hidden_states.device).unsqueeze(0)
-        if clean_groups is None:
-            clean_groups = named_clean_groups(clean, hidden_states)
         if clean_groups and not cfg.has_clean_x_embedder:
             raise InputError("clean latents were given but this model has no clean_x_embedder (has_clean_x_embedder=False).")
         groups = []
@@ -136,14 +127,14 @@ class FramePackTransformer(nn.Module):
                           torch.cat([expand(g.cos) for g in groups], dim=1),
                           torch.cat([expand(g.sin) for g in groups], dim=1))
 
-    def encode_context(self, text, text_mask, timestep, image_embeddings):
+    def encode_context(self, text, text_mask, timestep, image_embeddings, attention=None):
         """Text and image conditioning -> context tokens [image tokens, refined text] and the key mask (or None)."""
         text_mask = text_mask.to(device=text.device, dtype=torch.bool)
         used = text_mask.any(dim=0)
         if not bool(used.all()):
             # Columns no sample uses never influence the valid tokens: drop them (the reference crops at batch 1).
             text, text_mask = text[:, used], text_mask[:, used]
-        ctx = self.context_embedder(text.to(self.compute_dtype), timestep, text_mask, self.attention)
+        ctx = self.context_embedder(text.to(self.compute_dtype), timestep, text_mask, attention or self.attention)
         if self.config.has_image_proj:
             if image_embeddings is None:
                 raise InputError(
@@ -158,31 +149,33 @@ class FramePackTransformer(nn.Module):
     # ---------------------------------------------------------------- forward
 
     def forward(self, hidden_states, timestep, encoder_hidden_states, encoder_attention_mask, pooled_projections,
-                guidance=None, latent_indices=None, clean_latents=None, clean_latent_indices=None,
-                clean_latents_2x=None, clean_latent_2x_indices=None, clean_latents_4x=None,
-                clean_latent_4x_indices=None, image_embeddings=None, cache=None, clean_groups=None):
+                guidance=None, latent_indices=None, clean_groups=(), image_embeddings=None, cache=None,
+                transformer_options=None):
         """Predict the flow-matching velocity (B, out_channels, T, H, W), float32, for the noisy window.
 
-        ``cache`` is an optional step cache (see ``framepack_core.engine.step_caches``) deciding whether the blocks run;
-        ``clean_groups`` replaces the named clean inputs with any list of ``CleanGroup``.
+        ``clean_groups`` is the packed context: a list of ``CleanGroup`` in sequence order (``reference_forward``
+        takes the reference's named clean inputs instead). ``cache`` is an optional step cache (see
+        ``framepack_core.engine.step_caches``) deciding whether the blocks run. ``transformer_options`` is passed
+        to every attention call (ComfyUI's attention overrides read it); the core's own attention ignores it.
         """
         check_latents("hidden_states", hidden_states, self.config.in_channels, self.patch)
         dtype = self.compute_dtype
         hidden_states = hidden_states.to(dtype)
         batch, _, frames, height, width = hidden_states.shape
         grid = (frames // self.patch[0], height // self.patch[1], width // self.patch[2])
-        packed = self.pack_image_tokens(
-            hidden_states, latent_indices, clean_groups, clean_latents=clean_latents, clean_latent_indices=clean_latent_indices,
-            clean_latents_2x=clean_latents_2x, clean_latent_2x_indices=clean_latent_2x_indices,
-            clean_latents_4x=clean_latents_4x, clean_latent_4x_indices=clean_latent_4x_indices)
+        packed = self.pack_image_tokens(hidden_states, latent_indices, clean_groups)
         timestep = as_batch_vector("timestep", timestep, batch)
         guidance = None if guidance is None else as_batch_vector("guidance", guidance, batch)
         temb = self.time_text_embed(timestep, pooled_projections.to(dtype), guidance)
-        ctx, ctx_mask = self.encode_context(encoder_hidden_states, encoder_attention_mask, timestep, image_embeddings)
+        attention = self.attention
+        if transformer_options is not None:
+            attention = functools.partial(attention, transformer_options=transformer_options)
+        ctx, ctx_mask = self.encode_context(encoder_hidden_states, encoder_attention_mask, timestep, image_embeddings,
+                                            attention)
 
         # Built once per forward for all blocks: RoPE rotations of [image; context] (identity on the context).
         rope = rotation_table(packed.cos, packed.sin, extra_tokens=ctx.shape[1])
-        x = self.run_blocks(packed.tokens, ctx, temb, rope, key_padding_mask(packed.tokens, ctx_mask), cache)
+        x = self.run_blocks(packed.tokens, ctx, temb, rope, key_padding_mask(packed.tokens, ctx_mask), cache, attention)
 
         n_noisy = grid[0] * grid[1] * grid[2]
         x = self.norm_out(x[:, -n_noisy:], temb)
@@ -191,16 +184,16 @@ class FramePackTransformer(nn.Module):
         return einops.rearrange(out, "b (t h w) (c pt ph pw) -> b c (t pt) (h ph) (w pw)",
                                 t=grid[0], h=grid[1], w=grid[2], pt=pt, ph=ph, pw=pw)
 
-    def run_blocks(self, x, ctx, temb, rope, mask, cache=None):
+    def run_blocks(self, x, ctx, temb, rope, mask, cache=None, attention=None):
         """All dual- then single-stream blocks; a step cache may replace them by its stored residual."""
         if cache is not None and self.transformer_blocks:
             if not cache.should_compute(self.transformer_blocks[0].modulated_input(x, temb)):
                 return cache.reuse(x)
-        x_in = x
+        x_in, attention = x, attention or self.attention
         for block in self.transformer_blocks:
-            x, ctx = block(x, ctx, temb, rope, mask, self.attention)
+            x, ctx = block(x, ctx, temb, rope, mask, attention)
         for block in self.single_transformer_blocks:
-            x, ctx = block(x, ctx, temb, rope, mask, self.attention)
+            x, ctx = block(x, ctx, temb, rope, mask, attention)
         if cache is not None:
             cache.store(x - x_in)
         return x
@@ -244,15 +237,42 @@ def check_indices(name, indices, frames, batch):
         raise InputError(f"{name} must be a (1 or {batch}, {frames}) tensor of frame indices, got {shape}.")
 
 
+class ReferenceArguments:
+    """A FramePackTransformer called with the reference's named clean inputs instead of ``clean_groups``.
+
+    ``clean_latents``, ``clean_latent_indices``, ``clean_latents_2x``, ... (each pair optional) become the
+    CleanGroups of the reference's order; every other attribute is the model's. The parity tests, the
+    diffusers comparison and the benchmarks of the reference's layout call the model through it.
+    """
+
+    def __init__(self, model):
+        object.__setattr__(self, "model", model)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def __setattr__(self, name, value):
+        setattr(self.model, name, value)
+
+    def __call__(self, hidden_states, *args, **kwargs):
+        check_latents("hidden_states", hidden_states, self.model.config.in_channels, self.model.patch)
+        named = {name: kwargs.pop(name, None) for p in CLEAN_PROJECTIONS for name in (p.latents_arg, p.indices_arg)}
+        return self.model(hidden_states, *args, clean_groups=named_clean_groups(named, hidden_states), **kwargs)
+
+    def pack_image_tokens(self, hidden_states, latent_indices=None, **clean) -> TokenGroup:
+        return self.model.pack_image_tokens(hidden_states, latent_indices, named_clean_groups(clean, hidden_states))
+
+
 def named_clean_groups(clean, hidden_states) -> list:
     """The reference's three clean inputs (each optional, latents and indices together) as CleanGroups."""
     groups = []
-    for proj_name, latents_name, indices_name in CLEAN_GROUPS:
+    for projection in CLEAN_PROJECTIONS:
+        latents_name, indices_name = projection.latents_arg, projection.indices_arg
         latents, indices = clean.get(latents_name), clean.get(indices_name)
         if latents is None and indices is None:
             continue
         check_group(latents_name, latents, indices_name, indices, hidden_states)
-        groups.append(CleanGroup(proj_name, latents, indices))
+        groups.append(CleanGroup(projection.name, latents, indices))
     return groups
 
 

@@ -11,6 +11,7 @@ import torch
 
 from framepack_core import FramePackConfig, flow_sigmas, sample_unipc
 from framepack_core.engine.sampling import FlowDenoiser
+from framepack_core.model.transformer import ReferenceArguments
 from tests.tolerances import SIDE_BY_SIDE
 
 pytest.importorskip("diffusers", reason="diffusers is not installed (pip install -e '.[test]'): "
@@ -19,6 +20,12 @@ pytest.importorskip("diffusers", reason="diffusers is not installed (pip install
 from bench.diffusers_reference import CONDITIONING, load_reference, write_model_folder  # noqa: E402
 
 CASES = ("inverted", "f1")
+
+
+@pytest.fixture(scope="module")
+def model(model):
+    """The tiny model, called with the reference's named clean inputs."""
+    return ReferenceArguments(model)
 
 
 @pytest.fixture(scope="module")

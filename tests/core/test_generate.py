@@ -11,6 +11,7 @@ from framepack_core.engine.generate import (GenerationInputs, GenerationSettings
                                      generate)
 from framepack_core.engine.planning import padding_list
 from framepack_core.engine.sampling import FlowDenoiser, flow_sigmas, sample_unipc
+from framepack_core.model.transformer import ReferenceArguments
 
 H, W_LAT = 8, 8
 
@@ -43,7 +44,13 @@ def reference_sample(model, inputs, W, noise, latent_indices, clean, c2, c4, cle
                   clean_latent_2x_indices=torch.tensor([idx2]), clean_latents_4x=c4,
                   clean_latent_4x_indices=torch.tensor([idx4]))
     sigmas = flow_sigmas(steps, seq_len=W * H * W_LAT // 4)
-    return sample_unipc(FlowDenoiser(model, cond, shared=shared), noise, sigmas)
+    return sample_unipc(FlowDenoiser(ReferenceArguments(model), cond, shared=shared), noise, sigmas)
+
+
+def clean_latents(job, proj="proj"):
+    """The latents a section packs with one projection (the 1x ``proj`` by default)."""
+    [group] = [g for g in job.model_inputs["clean_groups"] if g.proj == proj]
+    return group.latents
 
 
 def test_inverted_loop_matches_the_reference_history_buffer(model):
@@ -151,17 +158,17 @@ def test_end_latent_fills_the_post_slot_of_the_first_section_only():
     recorder = Recorder()
     settings = GenerationSettings(mode="inverted_anti_drifting", num_sections=3, latent_window_size=2, steps=1)
     generate(recorder, make_inputs(end_latent=end), settings)
-    first, second = recorder.jobs[0].model_inputs, recorder.jobs[1].model_inputs
-    assert (first["clean_latents"][:, :, 1] == 7).all()
-    assert (second["clean_latents"][:, :, 1] == 1).all()  # the first section's output
+    first, second = recorder.jobs[:2]
+    assert (clean_latents(first)[:, :, 1] == 7).all()
+    assert (clean_latents(second)[:, :, 1] == 1).all()  # the first section's output
 
 
 def test_end_latent_in_anti_drifting_guides_the_endpoint():
     end = torch.full((1, 16, 1, H, W_LAT), 7.0)
     recorder = Recorder()
     generate(recorder, make_inputs(end_latent=end), GenerationSettings(mode="anti_drifting", num_sections=3, steps=1))
-    assert (recorder.jobs[0].model_inputs["clean_latents"][:, :, -1] == 7).all()
-    assert not (recorder.jobs[1].model_inputs["clean_latents"][:, :, -1] == 7).any()
+    assert (clean_latents(recorder.jobs[0])[:, :, -1] == 7).all()
+    assert not (clean_latents(recorder.jobs[1])[:, :, -1] == 7).any()
 
 
 def test_keyframes_guide_the_section_whose_next_frame_they_are():
@@ -169,7 +176,7 @@ def test_keyframes_guide_the_section_whose_next_frame_they_are():
     recorder = Recorder()
     settings = GenerationSettings(mode="inverted_anti_drifting", num_sections=3, latent_window_size=2, steps=1)
     generate(recorder, make_inputs(keyframes={3: key}), settings)
-    hits = [job.plan.position for job in recorder.jobs if (job.model_inputs["clean_latents"][:, :, 1] == 5).all()]
+    hits = [job.plan.position for job in recorder.jobs if (clean_latents(job)[:, :, 1] == 5).all()]
     assert hits == [1]  # the section covering frames 1-2: its post slot is frame 3
 
 
@@ -241,9 +248,9 @@ def test_video_extension_keeps_the_history_and_appends():
                                                          steps=1))
     assert video.shape[2] == 6 + 2 * 3
     torch.testing.assert_close(video[:, :, :6], history)
-    first = recorder.jobs[0].model_inputs
-    torch.testing.assert_close(first["clean_latents"][:, :, 1], history[:, :, 5])  # 1x = the last history frame
-    torch.testing.assert_close(first["clean_latents_2x"], history[:, :, 3:5])
+    first = recorder.jobs[0]
+    torch.testing.assert_close(clean_latents(first)[:, :, 1], history[:, :, 5])  # 1x = the last history frame
+    torch.testing.assert_close(clean_latents(first, "proj_2x"), history[:, :, 3:5])
 
 
 def test_custom_schedule_with_tails_runs_through_clean_groups(model):

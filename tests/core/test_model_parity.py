@@ -7,9 +7,16 @@ import torch
 from safetensors.torch import load_file
 
 from framepack_core import FramePackConfig, FramePackTransformer, InputError, load_transformer
+from framepack_core.model.transformer import ReferenceArguments
 from tests.tolerances import FORWARD as TOL
 
 CASES = ("inverted", "f1")
+
+
+@pytest.fixture(scope="module")
+def model(model):
+    """The tiny model, called with the reference's named clean inputs."""
+    return ReferenceArguments(model)
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +156,7 @@ def test_full_size_model_matches_manifest(reference_dir):
 
 @pytest.mark.parametrize("dtype, tol", [(torch.bfloat16, 0.25), (torch.float16, 0.05)])
 def test_half_precision_runs_close_to_float32(tiny_weights_path, golden, dtype, tol):
-    model = load_transformer(tiny_weights_path, dtype=dtype)
+    model = ReferenceArguments(load_transformer(tiny_weights_path, dtype=dtype))
     assert model.proj_out.weight.dtype == torch.float32
     with torch.no_grad():
         out = model(**case_inputs(golden, "f1"))

@@ -4,11 +4,18 @@ import pytest
 import torch
 
 from framepack_core.engine.sampling import FlowDenoiser, flow_sigmas, sample_unipc
+from framepack_core.model.transformer import ReferenceArguments
 from tests.tolerances import SAMPLER as TOL
 
 CASES = ("inverted_cfg1", "f1_cfg3")
 SHARED = ("latent_indices", "clean_latents", "clean_latent_indices", "clean_latents_2x", "clean_latent_2x_indices",
           "clean_latents_4x", "clean_latent_4x_indices")
+
+
+@pytest.fixture(scope="module")
+def model(model):
+    """The tiny model, called with the reference's named clean inputs."""
+    return ReferenceArguments(model)
 
 
 def conditioning(c, prefix):

@@ -16,10 +16,10 @@ def test_single_frame_layout_and_masks():
     inputs = single_frame_inputs(SingleFrameRequest([latent(1), latent(2)], [0, 10], target_index=1,
                                                     masks=[None, mask], use_2x=True))
     assert inputs["latent_indices"].tolist() == [[1]]
-    assert inputs["clean_latent_indices"].tolist() == [[0, 10]]
-    assert inputs["clean_latent_2x_indices"].tolist() == [[11, 12]]
-    assert "clean_latents_4x" not in inputs
-    assert (inputs["clean_latents"][0, :, 1, :, :4] == 2).all() and (inputs["clean_latents"][0, :, 1, :, 4:] == 0).all()
+    two_x, one_x = inputs["clean_groups"]  # no 4x group, and the reference's order
+    assert (two_x.proj, one_x.proj) == ("proj_2x", "proj")
+    assert one_x.indices.tolist() == [[0, 10]] and two_x.indices.tolist() == [[11, 12]]
+    assert (one_x.latents[0, :, 1, :, :4] == 2).all() and (one_x.latents[0, :, 1, :, 4:] == 0).all()
 
 
 @pytest.mark.parametrize("request_args, message", [

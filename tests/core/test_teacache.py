@@ -4,15 +4,17 @@ import pytest
 import torch
 
 from framepack_core.engine.step_caches import HUNYUAN_COEFFICIENTS, TeaCache, rescale
+from framepack_core.model.transformer import ReferenceArguments
 
 
 def run_steps(model, args, cache, steps):
-    """``steps`` forward calls of one section, the timestep falling from 1000, sharing ``cache``."""
+    """``steps`` forward calls of one section, the timestep falling from 1000, sharing ``cache`` (``args`` are
+    the golden case's, with the reference's named clean inputs)."""
     outs = []
     with torch.no_grad():
         for i in range(steps):
             timestep = torch.tensor([1000.0 * (1 - i / steps)])
-            outs.append(model(**{**args, "timestep": timestep}, cache=cache))
+            outs.append(ReferenceArguments(model)(**{**args, "timestep": timestep}, cache=cache))
     return outs
 
 
