@@ -2,7 +2,7 @@
 
 from comfy_api.latest import io
 
-# {"schedule": name or paper string or None, "latent_window_size": int}
+# framepack_core.engine.schedules.ScheduleChoice: parsed once by the schedule node, one layout per sampling mode
 ScheduleSocket = io.Custom("FRAMEPACK_SCHEDULE")
 # [(start_seconds, end_seconds or None, CONDITIONING), ...]
 PromptsSocket = io.Custom("FRAMEPACK_PROMPTS")

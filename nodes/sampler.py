@@ -7,13 +7,13 @@ import logging
 import torch
 from comfy_api.latest import io
 
-from ..framepack_core import (MODES, GenerationInputs, GenerationSettings, InputError, generate, get_schedule,
-                              section_count)
+from ..framepack_core import MODES, GenerationInputs, GenerationSettings, InputError, generate, section_count
 from ..framepack_core.engine.conditioning import FPS
 from ..framepack_core.engine.generate import initial_state, validate_run
 from ..framepack_core.engine.sampling import require_negative
 from ..framepack_core.engine.validation import keyframes_by_frame
 from ..framepack_core.engine.resume import CONTINUE, STOP, ResumeWriter, load_resume
+from ..framepack_core.engine.schedules import choose_schedule
 from ..comfy_adapter.section_sampler import SAMPLER_NAMES, ComfySectionSampler, framepack_sampler, step_cache_choice
 from ..comfy_adapter.latents import LATENT_FORMAT, image_embeddings, latent_frames, text_conditioning
 from ..comfy_adapter.resume_files import AUTO, chosen_path, remove_old_runs, resume_choices, run_fingerprint
@@ -162,13 +162,13 @@ class FramePackSampler(io.ComfyNode):
                 magcache_threshold=0.0, resume_write_failure=CONTINUE, video_output=None) -> io.NodeOutput:
         check_video_output_is_fed(video_output, cls.hidden.prompt, cls.hidden.unique_id)
         config = model.model.diffusion_model.config
-        schedule = schedule or {"schedule": None, "latent_window_size": 9}
-        window = get_schedule(schedule["schedule"], sampling_mode, schedule["latent_window_size"]).latent_window_size
+        schedule = schedule or choose_schedule()  # the mode's released layout, window 9
+        window = schedule.latent_window_size
         seconds = length if length_unit == "seconds" else length / FPS
         shift = shift or patched_shift(model)
         settings = GenerationSettings(
             mode=sampling_mode, num_sections=section_count(seconds, window), latent_window_size=window,
-            schedule=schedule["schedule"], steps=steps, distilled_cfg=distilled_cfg, real_cfg=real_cfg,
+            schedule=schedule, steps=steps, distilled_cfg=distilled_cfg, real_cfg=real_cfg,
             cfg_rescale=cfg_rescale, shift=shift or None, sampler=sampler_name, seed=seed,
             teacache_threshold=teacache_threshold, magcache_threshold=magcache_threshold,
             prompt_blend_seconds=prompt_blend_seconds,

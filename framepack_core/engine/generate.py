@@ -10,6 +10,7 @@ everywhere. All latents are in model space (VAE latents times 0.476986).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from typing import Callable
 
@@ -20,6 +21,7 @@ from ..errors import InputError
 from ..model.config import CLEAN_PROJECTIONS, PROJECTION_BY_LABEL
 from ..model.packing import CleanGroup
 from .planning import SectionPlan, plan_sections
+from .schedules import Schedule, get_schedule
 from .sampling import FlowDenoiser, flow_sigmas, sample_euler, sample_unipc
 from .step_caches import StepCache, StepCacheChoice
 from .validation import (MAX_SECTIONS, SAMPLERS, check_costs, check_finite, check_image_embeddings, check_latent,
@@ -39,7 +41,7 @@ class GenerationSettings:
     mode: str = "inverted_anti_drifting"
     num_sections: int = 4
     latent_window_size: int | None = None
-    schedule: object = None
+    schedule: object = None  # None (the mode's default), a name, a paper string, a Schedule or a ScheduleChoice
     steps: int = 25
     distilled_cfg: float = 10.0
     real_cfg: float = 1.0
@@ -52,9 +54,19 @@ class GenerationSettings:
     prompt_blend_seconds: float = 0.0
     interpolate_image_embeddings: bool = False
 
+    @functools.cached_property
+    def frame_schedule(self) -> Schedule:
+        """The mode's schedule, resolved once per settings (a ScheduleChoice is only looked up, a string parsed)."""
+        return get_schedule(self.schedule, self.mode, self.latent_window_size)
+
     def plans(self, history_frames: int = 1) -> list[SectionPlan]:
-        return plan_sections(self.mode, self.num_sections, self.latent_window_size, self.schedule,
-                             history_frames=history_frames)
+        """Every section's plan, computed once per settings and history length: the loop, resume and the streaming
+        output share it (an hour of video takes seconds to plan)."""
+        computed = self.__dict__.setdefault("_plans", {})  # beside the frozen fields, as cached_property keeps its value
+        if history_frames not in computed:
+            computed[history_frames] = plan_sections(self.mode, self.num_sections, self.latent_window_size,
+                                                     self.frame_schedule, history_frames=history_frames)
+        return list(computed[history_frames])
 
 
 @dataclasses.dataclass

@@ -37,10 +37,9 @@ from ..errors import FramePackError
 from .schedules import GENERATE, GROUP, MAX_LATENT_WINDOW_SIZE, MODES, SKIP, TAIL, Kernel, ModeError, Schedule, \
     check_mode, get_schedule, noisy_tokens
 
-__all__ = ["MODES", "START_FRAME", "ContextGroup", "ModeError", "PlanError", "SectionPlan", "latent_frame_count",
+__all__ = ["MODES", "ContextGroup", "ModeError", "PlanError", "SectionPlan", "latent_frame_count",
            "padding_list", "pixel_frame_count", "plan_sections", "section_count"]
 
-START_FRAME = 0
 MAX_SECONDS = 3600.0
 # Work units of all plans together: every frame of every group and window, plus 8 per group (its objects). An
 # hour at the smallest window and the default layout is about 1.5 M (a few seconds); more is a typo, a schedule
@@ -83,57 +82,24 @@ class ContextGroup:
 
 @dataclasses.dataclass(frozen=True)
 class SectionPlan:
-    """Everything the engine needs for one section; index/source lists are plain lists of ints (or None).
+    """Everything the engine needs for one section; index lists are plain lists of ints.
 
     ``index`` is the generation order, ``position`` the video frame of the first of the W generated latents,
-    ``padding`` the inverted mode's p (None elsewhere). ``latent_indices`` and ``clean_latent[_2x|_4x]_indices``
-    are the RoPE indices fed to the model; ``clean_latent[_2x|_4x]_sources`` name the frames to stack, aligned
-    with them (None = zeros). ``groups`` gives the same per packed group (kernel, pre-pool, tails), which the
-    engine needs when ``reference_compatible`` is False. ``prepend_start``: concatenate the start latent in
-    front of the sampled window (spec 4.4, p == 0) when keeping the reference's history buffer.
+    ``padding`` the inverted mode's p (None elsewhere). ``latent_indices`` are the RoPE indices of the noisy
+    window; ``groups`` the packed context groups in time order (kernel, RoPE indices, source frames, pre-pool,
+    tails).
     """
 
     index: int
     num_sections: int
     mode: str
-    role: str
     position: int
     latent_window_size: int
     total_latent_frames: int
     padding: int | None
-    prepend_start: bool
     latent_indices: list
-    clean_latent_indices: list
-    clean_latent_2x_indices: list
-    clean_latent_4x_indices: list
-    clean_latent_sources: list
-    clean_latent_2x_sources: list
-    clean_latent_4x_sources: list
-    blank_indices: list
     groups: tuple
     schedule: Schedule = dataclasses.field(repr=False)
-
-    @property
-    def frames(self) -> list:
-        """Video frames of the W generated latents."""
-        return list(range(self.position, self.position + self.latent_window_size))
-
-    @property
-    def output_frames(self) -> list:
-        """Video frames this section's result provides (frame 0 too when the start latent is prepended)."""
-        return [START_FRAME] * self.prepend_start + self.frames
-
-    @property
-    def max_index(self) -> int:
-        return max(self.latent_indices + [i for g in self.groups for i in g.indices])
-
-    @property
-    def context_positions(self) -> int:
-        return sum(len(g.indices) for g in self.groups)
-
-    @property
-    def required_frames(self) -> list:
-        return sorted({f for g in self.groups for f in g.sources if f is not None})
 
     def context_tokens(self, height: int, width: int) -> int:
         return sum(g.tokens(height, width) for g in self.groups)
@@ -227,10 +193,10 @@ def _side_sources(schedule, side, position, known, blank_rule):
 
 
 def _layout(schedule, position, known, blank_rule):
-    """Groups (time order), noisy indices and blank indices of one section."""
+    """Groups (time order) and noisy indices of one section; skips leave their blank RoPE positions unused."""
     resolved = {**_side_sources(schedule, "left", position, known, blank_rule),
                 **_side_sources(schedule, "right", position, known, blank_rule)}
-    groups, latent, blanks, at = [], [], [], 0
+    groups, latent, at = [], [], 0
     for i, s in enumerate(schedule.segments):
         if s.kind == GROUP:
             groups.append(ContextGroup(s.kernel, list(range(at, at + s.frames)), resolved[i], s.side, s.placement))
@@ -238,7 +204,6 @@ def _layout(schedule, position, known, blank_rule):
         elif s.kind == GENERATE:
             latent, at = list(range(at, at + s.frames)), at + s.frames
         elif s.kind == SKIP:
-            blanks += range(at, at + resolved[i])
             at += resolved[i]
         elif s.tail != "td":
             sources = resolved[i]
@@ -246,7 +211,7 @@ def _layout(schedule, position, known, blank_rule):
             groups.append(ContextGroup(schedule.tail_kernel(s.side), indices, sources, s.side, "tail",
                                        "mean" if s.tail == "tc" else None))
             at += 1
-    return groups, latent, blanks
+    return groups, latent
 
 
 def padding_list(num_sections: int) -> list:
@@ -256,12 +221,12 @@ def padding_list(num_sections: int) -> list:
 
 
 def _order(mode, n, w, first=1):
-    """(position, padding, role) per section in generation order; new frames start at ``first``."""
+    """(position, padding) per section in generation order; new frames start at ``first``."""
     if mode == "vanilla":
-        return [(first + i * w, None, "forward") for i in range(n)]
+        return [(first + i * w, None) for i in range(n)]
     if mode == "inverted_anti_drifting":
-        return [(first + (n - 1 - i) * w, p, "inverted") for i, p in enumerate(padding_list(n))]
-    return [(first + (n - 1) * w, None, "endpoint")] + [(first + i * w, None, "fill") for i in range(n - 1)]
+        return [(first + (n - 1 - i) * w, p) for i, p in enumerate(padding_list(n))]
+    return [(first + (n - 1) * w, None)] + [(first + i * w, None) for i in range(n - 1)]
 
 
 def _count(value, what, low=1):
@@ -300,24 +265,17 @@ def plan_sections(mode: str, num_sections: int, latent_window_size: int | None =
     total = latent_frame_count(n, w) + history - 1
     check_plan_size(schedule, n, total, max_blank)
     known, plans = _Known(total, history), []
-    for index, (position, padding, role) in enumerate(_order(mode, n, w, history)):
+    for index, (position, padding) in enumerate(_order(mode, n, w, history)):
         def blank_rule(side, ordinal, gap):
             if padding is not None and side == "left" and ordinal == 0:
                 return padding * w
             return min(gap, max_blank)
 
-        groups, latent, blanks = _layout(schedule, position, known, blank_rule)
-        slots = {p: [g for g in groups if g.proj == p and g.placement != "tail"] for p in ("1x", "2x", "4x")}
+        groups, latent = _layout(schedule, position, known, blank_rule)
         plans.append(SectionPlan(
-            index=index, num_sections=n, mode=mode, role=role, position=position, latent_window_size=w,
-            total_latent_frames=total, padding=padding, prepend_start=padding == 0, latent_indices=latent,
-            clean_latent_indices=[i for g in slots["1x"] for i in g.indices],
-            clean_latent_2x_indices=[i for g in slots["2x"] for i in g.indices],
-            clean_latent_4x_indices=[i for g in slots["4x"] for i in g.indices],
-            clean_latent_sources=[f for g in slots["1x"] for f in g.sources],
-            clean_latent_2x_sources=[f for g in slots["2x"] for f in g.sources],
-            clean_latent_4x_sources=[f for g in slots["4x"] for f in g.sources],
-            blank_indices=blanks, groups=tuple(groups), schedule=schedule))
+            index=index, num_sections=n, mode=mode, position=position, latent_window_size=w,
+            total_latent_frames=total, padding=padding, latent_indices=latent, groups=tuple(groups),
+            schedule=schedule))
         known.add(position, position + w)
     return plans
 

@@ -40,7 +40,6 @@ from safetensors.torch import save as safetensors_bytes
 from .conditioning import TextConditioning
 from ..errors import FramePackError, InputError, ResumeError
 from .generate import GenerationInputs, GenerationSettings, GenerationState
-from .schedules import get_schedule
 
 log = logging.getLogger(__name__)
 
@@ -510,7 +509,7 @@ def check_fits_plan(path: Path, saved: ResumeFile, settings: GenerationSettings)
 
 def settings_record(settings: GenerationSettings) -> dict:
     """Every setting as a JSON value; the schedule as its canonical text with the window size it implies."""
-    schedule = get_schedule(settings.schedule, settings.mode, settings.latent_window_size)
+    schedule = settings.frame_schedule
     record = {field.name: getattr(settings, field.name) for field in dataclasses.fields(settings)}
     record.update(schedule=schedule.text, latent_window_size=schedule.latent_window_size)
     return record

@@ -31,7 +31,10 @@ from ..model.config import CLEAN_PROJECTIONS
 
 MODES = ("vanilla", "anti_drifting", "inverted_anti_drifting")
 DEFAULT_LATENT_WINDOW_SIZE = 9
-MAX_LATENT_WINDOW_SIZE = 256
+# One limit for the node and the core. 33 is the range of the reference demo's slider (and of the other FramePack
+# nodes). A section's tokens grow with the window and its attention with their square: at the 640 buckets a
+# window of 33 has 54k tokens against 17.5k at the trained 9 (9.5x the attention), far outside what was trained.
+MAX_LATENT_WINDOW_SIZE = 33
 MAX_GROUP_FRAMES = 1024
 MAX_KERNEL_SIZE = 1024
 # Released layouts have 3-5 groups; every group costs a projection call and a RoPE table per section, so a
@@ -124,11 +127,6 @@ class Kernel:
         return PROJECTIONS[self._factor][1]
 
     @property
-    def proj_kernel(self) -> tuple[int, int, int]:
-        a = self._factor
-        return (a, 2 * a, 2 * a)
-
-    @property
     def pre_pool(self) -> tuple[int, int, int]:
         """Average-pool factor applied to the latents before the projection; (1, 1, 1) for k1/k2/k4."""
         a = self._factor
@@ -138,11 +136,6 @@ class Kernel:
     def rope_pool(self) -> tuple[int, int, int]:
         """Pooling of the RoPE table on the post-patch (1x2x2) grid."""
         return (self.t, self.h // 2, self.w // 2)
-
-    @property
-    def compression(self) -> int:
-        """Latent pixels per token relative to k1 (k2 = 8, k4 = 64)."""
-        return self.t * self.h * self.w // 4
 
     def tokens(self, frames: int, height: int, width: int) -> int:
         """Tokens of ``frames`` latent frames of size (height, width) packed with this kernel."""
@@ -434,32 +427,66 @@ def _uniform_params(text: str, kernel, frames) -> tuple[str, int]:
     return kernel, int(frames)
 
 
-def get_schedule(name_or_text=None, mode: str = "inverted_anti_drifting", latent_window_size: int | None = None,
-                 *, kernel: str | None = None, frames: int | None = None) -> Schedule:
-    """A named schedule (default, standard, inverted, uniform[:kM[:N]]) for ``mode``, a paper string or a Schedule.
+@dataclasses.dataclass(frozen=True)
+class ScheduleChoice:
+    """A schedule as chosen once (the schedule node's output), parsed and checked when it is made.
 
-    ``default`` is the mode's released layout (= ``inverted``: the start frame kept at k1, then the geometric
+    Named schedules are templates with one layout per sampling mode, so ``layouts`` holds one ``Schedule`` per
+    entry of ``MODES``; a custom schedule is the same ``Schedule`` for every mode, checked against the mode when
+    it is used (vanilla: nothing after the window). ``for_mode`` only looks up: nothing is parsed again.
+    """
+
+    name: str
+    layouts: tuple
+
+    def __post_init__(self):
+        if len(self.layouts) != len(MODES) or not all(isinstance(s, Schedule) for s in self.layouts) or \
+                len({s.latent_window_size for s in self.layouts}) != 1:
+            raise ScheduleError(f"a ScheduleChoice holds one Schedule per mode ({', '.join(MODES)}), all with the "
+                                "same window; make one with choose_schedule(name_or_text, latent_window_size)")
+
+    @property
+    def latent_window_size(self) -> int:
+        return self.layouts[0].latent_window_size
+
+    def for_mode(self, mode: str) -> Schedule:
+        schedule = self.layouts[MODES.index(check_mode(mode))]
+        check_schedule_mode(schedule, mode)
+        return schedule
+
+
+def choose_schedule(name_or_text=None, latent_window_size: int | None = None, *, kernel: str | None = None,
+                    frames: int | None = None) -> ScheduleChoice:
+    """A named schedule (default, standard, inverted, uniform[:kM[:N]]), a paper string or a Schedule, parsed once.
+
+    ``default`` is each mode's released layout (= ``inverted``: the start frame kept at k1, then the geometric
     1 x k1, 2 x k2, 16 x k4 progression); ``standard`` is the geometric progression without the start frame;
     ``uniform`` packs every context frame with one kernel (``kernel``, ``frames`` or ``uniform:k2:12``).
     """
-    check_mode(mode)
-    if isinstance(name_or_text, Schedule):
+    if isinstance(name_or_text, (Schedule, ScheduleChoice)):
         if latent_window_size is not None and latent_window_size != name_or_text.latent_window_size:
+            text = name_or_text.text if isinstance(name_or_text, Schedule) else name_or_text.name
             raise ScheduleError(f"the schedule generates {name_or_text.latent_window_size} latent frames but "
-                                f"latent_window_size is {latent_window_size}", name_or_text.text)
-        schedule = name_or_text
-    else:
-        text = "default" if name_or_text is None else str(name_or_text).strip().lower()
-        key = text.split(":")[0]
+                                f"latent_window_size is {latent_window_size}", text)
+        if isinstance(name_or_text, ScheduleChoice):
+            return name_or_text
+        return ScheduleChoice("custom", (name_or_text,) * len(MODES))
+    text = "default" if name_or_text is None else str(name_or_text).strip().lower()
+    key = text.split(":")[0]
+    if key in NAMED and (key == "uniform" or ":" not in text):
         w = DEFAULT_LATENT_WINDOW_SIZE if latent_window_size is None else latent_window_size
-        if key in NAMED and (key == "uniform" or ":" not in text):
-            template = _TEMPLATES["inverted" if key == "default" else key][mode]
-            k, n = _uniform_params(text, kernel, frames) if key == "uniform" else ("", 0)
-            schedule = parse_schedule(template.format(W=w, K=k, N=n), w, name=key)
-        else:
-            schedule = parse_schedule(text, latent_window_size)
-    check_schedule_mode(schedule, mode)
-    return schedule
+        k, n = _uniform_params(text, kernel, frames) if key == "uniform" else ("", 0)
+        templates = _TEMPLATES["inverted" if key == "default" else key]
+        return ScheduleChoice(key, tuple(parse_schedule(templates[mode].format(W=w, K=k, N=n), w, name=key)
+                                         for mode in MODES))
+    return ScheduleChoice("custom", (parse_schedule(text, latent_window_size),) * len(MODES))
+
+
+def get_schedule(name_or_text=None, mode: str = "inverted_anti_drifting", latent_window_size: int | None = None,
+                 *, kernel: str | None = None, frames: int | None = None) -> Schedule:
+    """The ``Schedule`` for ``mode`` of a name, a paper string, a Schedule or a ScheduleChoice (see ``choose_schedule``)."""
+    check_mode(mode)
+    return choose_schedule(name_or_text, latent_window_size, kernel=kernel, frames=frames).for_mode(mode)
 
 
 def check_schedule_mode(schedule: Schedule, mode: str) -> None:

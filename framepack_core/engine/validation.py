@@ -19,7 +19,7 @@ from .conditioning import FPS, TextConditioning, frame_time
 from ..errors import InputError, NumericalError
 from ..numerics import finite
 from .planning import MAX_SECONDS, section_count
-from .schedules import MAX_LATENT_WINDOW_SIZE, Schedule
+from .schedules import MAX_LATENT_WINDOW_SIZE, Schedule, ScheduleChoice
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,10 @@ def check_settings(settings) -> None:
     if settings.latent_window_size is not None:
         check_integer("latent_window_size", settings.latent_window_size, 1, MAX_LATENT_WINDOW_SIZE,
                       " FramePack uses 9 (33 video frames per section).")
-    if settings.schedule is not None and not isinstance(settings.schedule, (str, Schedule)):
-        raise InputError(f"schedule must be None, a name, a paper-notation string or a Schedule, got "
-                         f"{type(settings.schedule).__name__}: {settings.schedule!r:.80}.")
+    if settings.schedule is not None and not isinstance(settings.schedule, (str, Schedule, ScheduleChoice)):
+        raise InputError(f"schedule must be None, a name, a paper-notation string, a Schedule or a ScheduleChoice "
+                         f"(the schedule node's output), got {type(settings.schedule).__name__}: "
+                         f"{settings.schedule!r:.80}.")
     check_integer("steps", settings.steps, 1, 1000, " FramePack uses 25.")
     check_number("distilled_cfg", settings.distilled_cfg, 0, 100, " FramePack uses 10.")
     check_number("real_cfg", settings.real_cfg, 0, 100, " 1 = off, FramePack's default.")

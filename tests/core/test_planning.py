@@ -20,6 +20,32 @@ def split(sizes):
     return out
 
 
+def slot(plan, proj):
+    """(RoPE indices, source frames) of one of the reference's three context tensors, read from the plan's groups."""
+    groups = [g for g in plan.groups if g.proj == proj and g.placement != "tail"]
+    return [i for g in groups for i in g.indices], [f for g in groups for f in g.sources]
+
+
+def positions(plan):
+    """Every RoPE position the section uses: its window and its context groups."""
+    return plan.latent_indices + [i for g in plan.groups for i in g.indices]
+
+
+def blanks(plan):
+    """The positions left blank by skips: the gaps between the used ones."""
+    used = set(positions(plan))
+    return [i for i in range(max(used) + 1) if i not in used]
+
+
+def context_positions(plan):
+    return sum(len(g.indices) for g in plan.groups)
+
+
+def window(plan):
+    """Video frames of the section's W generated latents."""
+    return list(range(plan.position, plan.position + plan.latent_window_size))
+
+
 def reference_paddings(n):
     paddings = list(reversed(range(n)))
     return [3] + [2] * (n - 3) + [1, 0] if n > 4 else paddings
@@ -34,15 +60,13 @@ def test_inverted_layouts_and_history_match_the_reference(n, w):
     history, generated = ["zero"] * 19, 0  # spec 4.4, with frames labelled by their final-video number
     for plan, p in zip(plans, reference_paddings(n)):
         pre, blank, latent, post, two, four = split([1, p * w, w, 1, 2, 16])
-        assert plan.latent_indices == latent and plan.blank_indices == blank
-        assert plan.clean_latent_indices == pre + post
-        assert plan.clean_latent_2x_indices == two and plan.clean_latent_4x_indices == four
+        assert plan.latent_indices == latent and blanks(plan) == blank
         label = lambda xs: [None if x == "zero" else x for x in xs]  # noqa: E731
-        assert plan.clean_latent_sources == [0] + label(history[0:1])
-        assert plan.clean_latent_2x_sources == label(history[1:3])
-        assert plan.clean_latent_4x_sources == label(history[3:19])
-        assert plan.prepend_start == (p == 0) and plan.reference_compatible
-        result = ([0] if p == 0 else []) + plan.frames
+        assert slot(plan, "1x") == (pre + post, [0] + label(history[0:1]))
+        assert slot(plan, "2x") == (two, label(history[1:3]))
+        assert slot(plan, "4x") == (four, label(history[3:19]))
+        assert plan.reference_compatible
+        result = ([0] if p == 0 else []) + window(plan)  # the last section (p = 0) also outputs the start latent
         history, generated = result + history, generated + len(result)
     assert history[:generated] == list(range(latent_frame_count(n, w)))
 
@@ -61,12 +85,10 @@ def test_worked_example_n4():
     for step, (plan, row) in enumerate(zip(plans, table), start=1):
         p, blank, noisy, post, two, four, c_post, c_two, c_four = row
         assert plan.index == step - 1 and plan.padding == p
-        assert plan.blank_indices == span(blank) and plan.latent_indices == span(noisy)
-        assert plan.clean_latent_indices == [0, post]
-        assert plan.clean_latent_2x_indices == span(two) and plan.clean_latent_4x_indices == span(four)
-        assert plan.clean_latent_sources == [0] + c_post
-        assert plan.clean_latent_2x_sources == c_two and plan.clean_latent_4x_sources == c_four
-    assert max(p.max_index for p in plans) == 55
+        assert blanks(plan) == span(blank) and plan.latent_indices == span(noisy)
+        assert slot(plan, "1x") == ([0, post], [0] + c_post)
+        assert slot(plan, "2x") == (span(two), c_two) and slot(plan, "4x") == (span(four), c_four)
+    assert max(max(positions(p)) for p in plans) == 55
     assert [p.position for p in plans] == [28, 19, 10, 1]
 
 
@@ -74,11 +96,11 @@ def test_golden_forward_layouts():
     """The golden forward cases: inverted W=3 p=1 and F1 W=3."""
     inverted = plan_sections("inverted_anti_drifting", 2, 3)[0]
     assert inverted.padding == 1
-    assert (inverted.latent_indices, inverted.clean_latent_indices, inverted.clean_latent_2x_indices,
-            inverted.clean_latent_4x_indices) == ([4, 5, 6], [0, 7], [8, 9], list(range(10, 26)))
+    assert (inverted.latent_indices, *(slot(inverted, p)[0] for p in ("1x", "2x", "4x"))) == \
+        ([4, 5, 6], [0, 7], [8, 9], list(range(10, 26)))
     for f1 in plan_sections("vanilla", 3, 3):
-        assert (f1.latent_indices, f1.clean_latent_indices, f1.clean_latent_2x_indices,
-                f1.clean_latent_4x_indices) == ([20, 21, 22], [0, 19], [17, 18], list(range(1, 17)))
+        assert (f1.latent_indices, *(slot(f1, p)[0] for p in ("1x", "2x", "4x"))) == \
+            ([20, 21, 22], [0, 19], [17, 18], list(range(1, 17)))
 
 
 @pytest.mark.parametrize("w", [1, 2, 3, 5, 9, 16, 33])
@@ -89,26 +111,22 @@ def test_vanilla_f1_layouts_and_history(w):
     start, four, two, one, latent = split([1, 16, 2, 1, w])
     label = lambda xs: [None if x == "zero" else x for x in xs]  # noqa: E731
     for plan in plan_sections("vanilla", n, w):
-        assert plan.latent_indices == latent and plan.clean_latent_indices == start + one
-        assert plan.clean_latent_2x_indices == two and plan.clean_latent_4x_indices == four
         c4, c2, c1 = history[-19:-3], history[-3:-1], history[-1:]
-        assert plan.clean_latent_sources == [0] + label(c1)
-        assert plan.clean_latent_2x_sources == label(c2) and plan.clean_latent_4x_sources == label(c4)
-        assert plan.blank_indices == [] and not plan.prepend_start and plan.reference_compatible
-        history += plan.frames
+        assert plan.latent_indices == latent and slot(plan, "1x") == (start + one, [0] + label(c1))
+        assert slot(plan, "2x") == (two, label(c2)) and slot(plan, "4x") == (four, label(c4))
+        assert blanks(plan) == [] and plan.padding is None and plan.reference_compatible
+        history += window(plan)
     assert history[-(n * w + 1):] == list(range(latent_frame_count(n, w)))
-    assert plan_sections("vanilla", 1, w)[0].clean_latent_sources == [0, 0]  # the start fills the 1x slot at first
+    assert slot(plan_sections("vanilla", 1, w)[0], "1x")[1] == [0, 0]  # the start fills the 1x slot at first
 
 
 def _check_coverage_and_causality(plans):
-    total = plans[0].total_latent_frames
-    produced = sorted(f for p in plans for f in p.output_frames)
-    assert produced in (list(range(total)), list(range(1, total)))
+    assert sorted(f for p in plans for f in window(p)) == list(range(1, plans[0].total_latent_frames))
     done = {0}
     for plan in plans:
-        assert set(plan.required_frames) <= done, (plan.index, sorted(set(plan.required_frames) - done))
-        assert not done & set(plan.frames)
-        done |= set(plan.output_frames)
+        required = {f for g in plan.groups for f in g.sources if f is not None}
+        assert required <= done, (plan.index, sorted(required - done))
+        done |= set(window(plan))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -123,14 +141,13 @@ def test_anti_drifting_plan():
     """Anti-drifting: the end first, then forward filling with the endpoint after a bounded skip."""
     plans = plan_sections("anti_drifting", 6, 9)
     assert [p.position for p in plans] == [46, 1, 10, 19, 28, 37]
-    assert [p.role for p in plans] == ["endpoint"] + ["fill"] * 5
     end, first, last = plans[0], plans[1], plans[-1]
-    assert end.clean_latent_sources == [0, None, None]
-    assert first.clean_latent_indices == [0, 19, 29 + 27] and first.clean_latent_sources == [0, 0, 46]
-    assert last.clean_latent_indices == [0, 19, 29] and last.clean_latent_sources == [0, 36, 46]
-    assert plans[3].blank_indices == list(range(29, 29 + 18))  # gap of 2 sections, under the 3W cap
-    assert max(p.max_index for p in plans) == 29 + 27
-    assert plan_sections("anti_drifting", 6, 9, max_blank=0)[1].clean_latent_indices == [0, 19, 29]
+    assert slot(end, "1x")[1] == [0, None, None]
+    assert slot(first, "1x") == ([0, 19, 29 + 27], [0, 0, 46])
+    assert slot(last, "1x") == ([0, 19, 29], [0, 36, 46])
+    assert blanks(plans[3]) == list(range(29, 29 + 18))  # gap of 2 sections, under the 3W cap
+    assert max(max(positions(p)) for p in plans) == 29 + 27
+    assert slot(plan_sections("anti_drifting", 6, 9, max_blank=0)[1], "1x")[0] == [0, 19, 29]
     assert [p.position for p in plan_sections("anti_drifting", 1)] == [1]
 
 
@@ -145,14 +162,14 @@ def test_context_length_is_constant(mode, schedule):
     first, last = plans[0], plans[-1]
     for h, w in ((60, 104), (24, 16), (7, 5)):
         assert first.context_tokens(h, w) == last.context_tokens(h, w) == plans[250].context_tokens(h, w)
-    assert len({p.context_positions for p in plans}) == 1
-    assert max(p.max_index for p in plans) <= first.context_positions + 9 + 3 * 9 + 2
+    assert len({context_positions(p) for p in plans}) == 1
+    assert max(max(positions(p)) for p in plans) <= context_positions(first) + 9 + 3 * 9 + 2
 
 
 def test_custom_schedules_drive_the_layout():
     """A k8 group goes to the 4x slot with pre-pool recorded; tails and pre-pools make a plan non-reference."""
     plan = plan_sections("vanilla", 3, 9, "f1k1_td_f2k8f16k4f2k2f1k1_g9")[2]
-    assert plan.clean_latent_4x_indices == list(range(1, 19)) and plan.latent_indices == list(range(22, 31))
+    assert slot(plan, "4x")[0] == list(range(1, 19)) and plan.latent_indices == list(range(22, 31))
     assert [g.pre_pool for g in plan.groups if g.proj == "4x"] == [(2, 2, 2), (1, 1, 1)]
     assert not plan.reference_compatible
     tc = plan_sections("vanilla", 5, 9, "f1k1_tc_f16k4f2k2f1k1_g9")

@@ -5,9 +5,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from framepack_core.errors import FramePackError
+from framepack_core.engine import generate as generate_module
+from framepack_core.engine import schedules
+from framepack_core.engine.generate import GenerationSettings, generate, initial_state, validate_run
 from framepack_core.engine.planning import plan_sections
-from framepack_core.engine.schedules import (ALLOWED, MODES, Kernel, ModeError, Schedule, ScheduleError, Segment, context_tokens,
-                                      get_schedule, noisy_tokens, parse_schedule)
+from framepack_core.engine.resume import settings_record
+from framepack_core.engine.schedules import (ALLOWED, MAX_LATENT_WINDOW_SIZE, MODES, Kernel, ModeError, Schedule,
+                                             ScheduleChoice, ScheduleError, Segment, choose_schedule, context_tokens,
+                                             get_schedule, noisy_tokens, parse_schedule)
+from tests.builders import noise_sampler, random_inputs
 
 EXAMPLES = {
     "td_f16k4f2k2f1k1_g9": [("td", "left", ""), ("f16k4", "left", "adjacent"), ("f2k2", "left", "adjacent"),
@@ -41,10 +47,10 @@ def test_kernels_map_to_the_released_projections():
     }
     for kernel, (proj, name, pre_pool, rope_pool) in table.items():
         assert (kernel.proj, kernel.proj_name, kernel.pre_pool, kernel.rope_pool) == (proj, name, pre_pool, rope_pool)
-        assert tuple(p * q for p, q in zip(kernel.pre_pool, kernel.proj_kernel)) == kernel.size
+        projection_kernel = {"1x": (1, 2, 2), "2x": (2, 4, 4), "4x": (4, 8, 8)}[proj]
+        assert tuple(p * q for p, q in zip(kernel.pre_pool, projection_kernel)) == kernel.size
     assert parse_schedule("f2k8f4k1h4w4_g").groups[0].kernel == Kernel(8, 16, 16)
     assert parse_schedule("f2k8f4k1h4w4_g").groups[1].kernel.name == "k1h4w4"
-    assert Kernel.k(2).compression == 8 and Kernel.k(4).compression == 64
 
 
 # Spec 2.5: (latent H, W) -> (1x with 2 frames, 2x with 2 frames, 4x with 16 frames, noisy W=9).
@@ -170,9 +176,10 @@ def _plan_or_fail(schedule):
             plans = plan_sections(mode, 3, schedule=schedule)
         except FramePackError:
             continue
-        assert len({p.context_positions for p in plans}) == 1 or schedule.side_tail("left") == "ta" \
-            or schedule.side_tail("right") == "ta"
-        assert sorted(f for p in plans for f in p.output_frames if f) == list(range(1, plans[0].total_latent_frames))
+        assert len({sum(len(g.indices) for g in p.groups) for p in plans}) == 1 or \
+            "ta" in (schedule.side_tail("left"), schedule.side_tail("right"))
+        windows = (range(p.position, p.position + p.latent_window_size) for p in plans)
+        assert sorted(f for w in windows for f in w) == list(range(1, plans[0].total_latent_frames))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -204,3 +211,61 @@ def test_fuzz_mutated_valid_strings(text, edits):
     except ScheduleError:
         return
     _plan_or_fail(schedule)
+
+
+def test_a_schedule_choice_is_parsed_once_and_looked_up_per_mode(monkeypatch):
+    """choose_schedule parses every mode's layout when it is made; for_mode and get_schedule never parse again."""
+    uniform = choose_schedule("uniform", 9, kernel="k4", frames=8)
+    custom = choose_schedule("f1k1_td_f16k4f2k2f1k1_g5")
+    monkeypatch.setattr(schedules, "parse_schedule", lambda *args, **kwargs: pytest.fail("parsed again"))
+    for mode in MODES:
+        assert uniform.for_mode(mode) is get_schedule(uniform, mode, 9)
+        assert get_schedule(custom, mode).text == "f1k1_td_f16k4f2k2f1k1_g5"
+    assert uniform.name == "uniform" and uniform.latent_window_size == 9 and custom.latent_window_size == 5
+    assert uniform.for_mode("inverted_anti_drifting").text == "f1k4_x_g9_f8k4_td"
+    with pytest.raises(ScheduleError, match="generates 5 latent frames but latent_window_size is 9"):
+        get_schedule(custom, "vanilla", 9)
+
+
+def test_a_schedule_choice_names_the_same_layouts_as_the_strings():
+    """Every named schedule and the old 'uniform:kM:N' text resolve to the same Schedule per mode as before."""
+    for name in ("default", "standard", "inverted", "uniform"):
+        for mode in MODES:
+            assert choose_schedule(name, 5).for_mode(mode) == get_schedule(name, mode, 5)
+    for mode in MODES:
+        assert choose_schedule("uniform", 9, kernel="k4", frames=7).for_mode(mode).text == \
+            get_schedule("uniform:k4:7", mode).text
+    choice = choose_schedule("f1k1_x_g9_f1k1f2k2f16k4_td")
+    with pytest.raises(ScheduleError, match="vanilla mode generates forward"):
+        choice.for_mode("vanilla")
+    with pytest.raises(ScheduleError, match="one Schedule per mode"):
+        ScheduleChoice("custom", (parse_schedule("td_f16k4_g9"),))
+
+
+def test_the_window_limit_is_one_constant():
+    """The core refuses what the node's widget cannot set: windows above MAX_LATENT_WINDOW_SIZE."""
+    assert parse_schedule(f"td_f16k4_g{MAX_LATENT_WINDOW_SIZE}").latent_window_size == MAX_LATENT_WINDOW_SIZE
+    with pytest.raises(ScheduleError, match=f"window size {MAX_LATENT_WINDOW_SIZE + 1} is out of range"):
+        parse_schedule(f"td_f16k4_g{MAX_LATENT_WINDOW_SIZE + 1}")
+    with pytest.raises(ScheduleError, match=f"use 1 to {MAX_LATENT_WINDOW_SIZE}"):
+        choose_schedule("default", MAX_LATENT_WINDOW_SIZE + 1)
+
+
+def test_settings_plan_once_and_record_the_schedule_text_as_before(monkeypatch):
+    """A run plans once (loop, resume state and record share it); the resume record of a ScheduleChoice is the
+    one its old string gave, so runs saved before keep their settings record."""
+    calls = []
+    real = generate_module.plan_sections
+    monkeypatch.setattr(generate_module, "plan_sections", lambda *a, **k: calls.append(a) or real(*a, **k))
+    choice = choose_schedule("uniform", 3, kernel="k4", frames=7)
+    settings = GenerationSettings(mode="anti_drifting", num_sections=3, latent_window_size=3, schedule=choice, steps=1)
+    inputs = random_inputs()
+    plans = validate_run(noise_sampler, inputs, settings)
+    initial_state(inputs, settings.plans(), settings)
+    generate(noise_sampler, inputs, settings)
+    record = settings_record(settings)
+    assert len(calls) == 1 and settings.plans() == plans and plans[0].schedule is choice.for_mode("anti_drifting")
+    old = GenerationSettings(mode="anti_drifting", num_sections=3, latent_window_size=3, schedule="uniform:k4:7",
+                             steps=1)
+    assert record == settings_record(old)
+    assert (record["schedule"], record["latent_window_size"]) == ("f1k4_td_f7k4_g3_x_f1k4", 3)
