@@ -97,9 +97,10 @@ def draw_schedule_picture(plan: SectionPlan, height: int, width: int) -> Image.I
     image = Image.new("RGB", (WIDTH, bars_top + 110), PAPER)
     draw = ImageDraw.Draw(image)
     draw.text((MARGIN, 14), f"FramePack schedule {plan.schedule.text}", fill=INK, font=title)
-    draw.text((MARGIN, 40), f"{plan.mode}, section {plan.index + 1} of {plan.num_sections} in generation order; "
-                            f"latent {height}x{width} ({8 * width}x{8 * height} px); "
-                            f"RoPE order left to right, above each tile the video latent it holds", fill=INK, font=font)
+    padding = "" if plan.padding is None else f" (padding p = {plan.padding})"
+    draw.text((MARGIN, 40), f"{plan.mode}, section {plan.index + 1} of {plan.num_sections} in generation order"
+                            f"{padding}; latent {height}x{width} ({8 * width}x{8 * height} px); RoPE order left to "
+                            "right, above each tile the video latent it holds", fill=INK, font=font)
     for tile, box in zip(tiles, tile_boxes(tiles)):
         draw_tile(image, draw, tile, box, small)
     y = TILES_TOP + TILE_HEIGHT + 40
