@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import InputError
+from ..model.lora import read_lora
 
 BLOCKS = ("transformer_blocks.", "single_transformer_blocks.")
 EXCLUDED = re.compile(r"(^|\.)norm")  # musubi's default exclude pattern ``.*(norm).*`` (the modulation layers)
@@ -108,3 +109,17 @@ def store_base_weight(module: nn.Linear, dtype: torch.dtype) -> None:
 def save_lora(adapters: LoraAdapters, path, metadata: dict | None = None) -> None:
     """Write the adapters as a musubi-format ``.safetensors`` LoRA."""
     save_file(adapters.musubi_state_dict(), str(path), metadata=metadata)
+
+
+def load_lora_adapters(model: nn.Module, path) -> LoraAdapters:
+    """Hook a musubi-format LoRA file (as ``save_lora`` writes it) into ``model``; returns its adapters."""
+    tensors = read_lora(path)
+    downs = [v for k, v in tensors.items() if k.endswith(".lora_down.weight")]
+    alphas = {float(v) for k, v in tensors.items() if k.endswith(".alpha")}
+    if not downs or len(alphas) > 1:
+        raise InputError(f"{path} is not a LoRA with one rank and alpha as save_lora writes it; load it with "
+                         "FramePackLoraLoader instead.")
+    rank = downs[0].shape[0]
+    adapters = LoraAdapters(model, rank, alphas.pop() if alphas else float(rank))
+    adapters.load_state_dict(tensors)
+    return adapters
