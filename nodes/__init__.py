@@ -3,6 +3,7 @@
 from comfy_api.latest import ComfyExtension, io
 
 from .timeline import FramePackKeyframes, FramePackTimestampedPrompts
+from .custom_sampling import FramePackImageToVideo, FramePackSectionSampler, FramePackSigmas
 from .encode import FramePackEncodeStartImage
 from .image import FramePackBucket, FramePackColorMatch
 from .loader import FramePackModelLoader
@@ -15,7 +16,7 @@ from .video_output import FramePackVideoOutput
 
 NODES = [FramePackModelLoader, FramePackLoraLoader, FramePackBucket, FramePackScheduleNode, FramePackSampler, FramePackTimestampedPrompts,
          FramePackKeyframes, FramePackSingleFrameSampler, FramePackColorMatch, FramePackEncodeStartImage,
-         FramePackVideoOutput, FramePackTeaCache, FramePackMagCache]
+         FramePackVideoOutput, FramePackImageToVideo, FramePackSectionSampler, FramePackSigmas, FramePackTeaCache, FramePackMagCache]
 
 
 class FramePackExtension(ComfyExtension):
