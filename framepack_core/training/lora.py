@@ -83,7 +83,7 @@ class LoraAdapters(nn.Module):
 
     def musubi_state_dict(self) -> dict:
         """``lora_unet_<module>.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha``, contiguous float32."""
-        return {key: value.detach().float().contiguous() for key, value in self.state_dict().items()}
+        return {key: value.detach().float().cpu().contiguous() for key, value in self.state_dict().items()}
 
     def state_dict(self, *args, **kwargs):
         # Without the ModuleDict's ``layers.`` prefix: the keys are musubi's.

@@ -282,6 +282,7 @@ def train(run_dir, config: FramePackConfig, settings: TrainSettings, source: Bat
         run = load_run(run_dir, config, settings, gradient_checkpointing)
     else:
         run = start_run(config, settings, gradient_checkpointing)
+    move_run(run, processes.device)
     module = distributed.wrap(run.trained, processes)
     params = run.trained.trainable()
     module.train()
@@ -290,7 +291,8 @@ def train(run_dir, config: FramePackConfig, settings: TrainSettings, source: Bat
         tick = time.monotonic()
         draw = draw_step(settings, run.step)
         keys = distributed.shard(draw.keys, processes)
-        batches = [source.make_batch(draw.plan, draw.group, keys[i:i + micro]) for i in range(0, len(keys), micro)]
+        batches = [batch_on(source.make_batch(draw.plan, draw.group, keys[i:i + micro]), processes.device)
+                   for i in range(0, len(keys), micro)]
         lr = learning_rate(run.step, settings)
         window.append(train_step(module, run.optimizer, list(params.values()), batches, lr, settings, processes))
         update_ema(run.ema, params, settings.ema_decay)
@@ -311,6 +313,24 @@ def train(run_dir, config: FramePackConfig, settings: TrainSettings, source: Bat
             log.info("stopping at step %d: the time limit of %.0f s is reached", run.step, max_seconds)
             break
     return run
+
+
+def move_run(run: Run, device: torch.device) -> None:
+    """Put the model, its EMA and the optimizer's moments on this process's device (in place: the optimizer keeps
+    its parameters)."""
+    run.trained.to(device)
+    run.ema = {name: value.to(device) for name, value in run.ema.items()}
+    for state in run.optimizer.state.values():
+        for key, value in state.items():
+            if key != "step":
+                state[key] = value.to(device)
+
+
+def batch_on(batch: Batch, device: torch.device) -> Batch:
+    move = lambda value: value.to(device) if isinstance(value, torch.Tensor) else value  # noqa: E731
+    inputs = {key: [dataclasses.replace(g, latents=move(g.latents), indices=move(g.indices)) for g in value]
+              if key == "clean_groups" else move(value) for key, value in batch.model_inputs.items()}
+    return dataclasses.replace(batch, model_inputs=inputs, target=move(batch.target), previous=move(batch.previous))
 
 
 def write_samples(source: BatchSource, run: Run, run_dir: Path) -> None:
@@ -337,12 +357,12 @@ def record_loss(run_dir: Path, run: Run, loss: float, lr: float) -> None:
 
 def save_run(run_dir: Path, run: Run, config: FramePackConfig, settings: TrainSettings) -> None:
     """Write the checkpoint atomically (a crash mid-save leaves the previous one)."""
-    tensors = {f"weights.{k}": v.detach().contiguous() for k, v in run.trained.weights().items()}
-    tensors.update({f"ema.{k}": v.contiguous() for k, v in run.ema.items()})
+    tensors = {f"weights.{k}": v.detach().cpu().contiguous() for k, v in run.trained.weights().items()}
+    tensors.update({f"ema.{k}": v.cpu().contiguous() for k, v in run.ema.items()})
     names = {id(p): n for n, p in run.trained.trainable().items()}
     for param, state in run.optimizer.state.items():
         for key, value in state.items():
-            tensors[f"optimizer.{names[id(param)]}.{key}"] = value.contiguous()
+            tensors[f"optimizer.{names[id(param)]}.{key}"] = value.cpu().contiguous()
     state = {"step": run.step, "elapsed_s": run.elapsed, "config": config.to_dict(),
              "settings": dataclasses.asdict(settings),
              "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in run.optimizer.param_groups]}
@@ -384,7 +404,7 @@ def export_model(run: Run, config: FramePackConfig, path) -> Path:
     """Save a full run's EMA weights as one self-describing safetensors file (``load_transformer`` reads it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in run.ema.items()}, path, metadata=save_config_metadata(config))
+    save_file({k: v.cpu().contiguous() for k, v in run.ema.items()}, path, metadata=save_config_metadata(config))
     log.info("exported the EMA weights of step %d to %s", run.step, path)
     return path
 
