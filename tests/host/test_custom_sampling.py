@@ -130,6 +130,22 @@ def test_basic_guider_equals_the_all_in_one_sampler_without_real_cfg(server):
     assert torch.equal(custom, expected), float((custom - expected).abs().max())
 
 
+@pytest.mark.parametrize("patch", ["FramePackTeaCache", "FramePackMagCache"])
+def test_step_cache_patches_apply_to_every_section(server, patch):
+    graphs = {}
+    for name, graph in (("custom", custom_graph("vanilla")), ("all_in_one", all_in_one_graph("vanilla"))):
+        graph["cache"] = {"class_type": patch, "inputs": {"model": ["loader", 0], "threshold": 1.0}}
+        graph["guider" if name == "custom" else "sampler"]["inputs"]["model"] = ["cache", 0]
+        graph["sigmas" if name == "custom" else "sampler"]["inputs"]["steps"] = 8
+        graphs[name] = graph
+    custom = latents_of(server, graphs["custom"])
+    expected = latents_of(server, graphs["all_in_one"])
+    assert torch.equal(custom, expected), float((custom - expected).abs().max())
+    uncached = custom_graph("vanilla")
+    uncached["sigmas"]["inputs"]["steps"] = 8
+    assert (custom - latents_of(server, uncached)).abs().max() > 1e-4  # steps were skipped
+
+
 def test_the_seed_comes_from_the_noise_node(server):
     graph = custom_graph("vanilla")
     graph["noise"]["inputs"]["noise_seed"] = SEED + 1
