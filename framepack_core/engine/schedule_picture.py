@@ -94,14 +94,15 @@ def draw_schedule_picture(plan: SectionPlan, height: int, width: int) -> Image.I
     font, small, title = (ImageFont.load_default(size) for size in (13, 11, 16))
     rows = summary_rows(plan, tiles, height, width)
     bars_top = TILES_TOP + TILE_HEIGHT + 56 + 18 * len(rows)
-    image = Image.new("RGB", (WIDTH, bars_top + 110), PAPER)
+    boxes = tile_boxes(tiles)
+    image = Image.new("RGB", (max(WIDTH, boxes[-1][2] + MARGIN), bars_top + 110), PAPER)  # wider past ~570 positions
     draw = ImageDraw.Draw(image)
     draw.text((MARGIN, 14), f"FramePack schedule {plan.schedule.text}", fill=INK, font=title)
     padding = "" if plan.padding is None else f" (padding p = {plan.padding})"
     draw.text((MARGIN, 40), f"{plan.mode}, section {plan.index + 1} of {plan.num_sections} in generation order"
                             f"{padding}; latent {height}x{width} ({8 * width}x{8 * height} px); RoPE order left to "
                             "right, above each tile the video latent it holds", fill=INK, font=font)
-    for tile, box in zip(tiles, tile_boxes(tiles)):
+    for tile, box in zip(tiles, boxes):
         draw_tile(image, draw, tile, box, small)
     y = TILES_TOP + TILE_HEIGHT + 40
     for text, colour in rows:

@@ -53,3 +53,9 @@ def test_picture_draws_each_tile_in_its_kernel_colour():
         else:
             assert kernel_colour(K1) not in colours and lighter(NOISY, 0.35) not in colours
     assert len({kernel_colour(k) for k in (K1, K2, K4, Kernel.k(8))}) == 4
+
+
+def test_a_long_layout_widens_the_picture_instead_of_cutting_it():
+    plan = plan_sections("vanilla", 3, 9, "f1k1_td_f1000k1_g9")[2]
+    tiles = section_tiles(plan, 8, 8)
+    assert draw_schedule_picture(plan, 8, 8).width > tile_boxes(tiles)[-1][2] > WIDTH
