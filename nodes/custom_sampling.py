@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..framepack_core import MODES
 from ..comfy_adapter.custom_sampler import FramePackSectionLoop, attach_inputs, framepack_sigmas
 from ..comfy_adapter.section_sampler import SAMPLER_NAMES, framepack_sampler
 from ..comfy_adapter.sockets import KeyframesSocket, ScheduleSocket
+from .sampler import sampling_mode_input
 
 SCHEDULE_TOOLTIP = ("Frame schedule and latent window size from the FramePack Schedule node; default: the mode's "
                     "released layout, window 9. Give the SAMPLER and the SIGMAS node the same one.")
@@ -71,10 +71,7 @@ class FramePackSectionSampler(io.ComfyNode):
                         "(EmptyHunyuanLatentVideo), rounded to whole sections; the noise is drawn per section from "
                         "the NOISE's seed, as FramePack Sampler draws it.",
             inputs=[
-                io.Combo.Input("sampling_mode", options=list(MODES), default="inverted_anti_drifting",
-                               tooltip="inverted_anti_drifting: generate backwards towards the start image "
-                                       "(FramePackI2V_HY). vanilla: forward, section after section (FramePack_F1). "
-                                       "anti_drifting: plan the end first, then fill in towards it."),
+                sampling_mode_input(),
                 io.Combo.Input("sampler_name", options=list(SAMPLER_NAMES), default="unipc_bh1",
                                tooltip="The sampler of each section: FramePack's flow UniPC (bh1 is the reference) "
                                        "or Euler. A connected sampler input overrides this."),

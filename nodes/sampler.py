@@ -35,6 +35,14 @@ def patched_shift(model):
     return getattr(sampling, "shift", None)
 
 
+def sampling_mode_input():
+    """The sampling-mode combo of the FramePack samplers (the all-in-one and the Section Sampler)."""
+    return io.Combo.Input("sampling_mode", options=list(MODES), default="inverted_anti_drifting",
+                          tooltip="inverted_anti_drifting: generate backwards towards the start image "
+                                  "(FramePackI2V_HY). vanilla: forward, section after section (FramePack_F1). "
+                                  "anti_drifting: plan the end first, then fill in towards it.")
+
+
 def warn_on_mode_mismatch(model, mode: str) -> None:
     variant = model.model.model_config.variant
     trained = TRAINED_MODE.get(variant)
@@ -68,10 +76,7 @@ class FramePackSampler(io.ComfyNode):
                                                   "or CLIPVisionEncode with crop 'none' (its default 'center' "
                                                   "changes the result). Checked: width and 729 tokens. Empty: zeros "
                                                   "(text-to-video)."),
-                io.Combo.Input("sampling_mode", options=list(MODES), default="inverted_anti_drifting",
-                               tooltip="inverted_anti_drifting: generate backwards towards the start image "
-                                       "(FramePackI2V_HY). vanilla: forward, section after section (FramePack_F1). "
-                                       "anti_drifting: plan the end first, then fill in towards it."),
+                sampling_mode_input(),
                 io.Float.Input("length", default=5.0, min=0.1, max=3600.0, step=0.1,
                                tooltip="Video length, in seconds at 30 fps or in frames (see length_unit). It is "
                                        "rounded to whole sections of 4 x latent_window_size frames."),
