@@ -1,19 +1,20 @@
 """Frame schedules: the paper-notation parser, named schedules, kernels and token counts."""
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from framepack_core.errors import FramePackError
 from framepack_core.engine import generate as generate_module
 from framepack_core.engine import schedules
-from framepack_core.engine.generate import GenerationSettings, generate, initial_state, validate_run
+from framepack_core.engine.conditioning import TextConditioning
+from framepack_core.engine.generate import GenerationInputs, GenerationSettings, generate, initial_state, validate_run
 from framepack_core.engine.planning import plan_sections
 from framepack_core.engine.resume import settings_record
 from framepack_core.engine.schedules import (ALLOWED, MAX_LATENT_WINDOW_SIZE, MODES, Kernel, ModeError, Schedule,
                                              ScheduleChoice, ScheduleError, Segment, choose_schedule, context_tokens,
                                              get_schedule, noisy_tokens, parse_schedule)
-from tests.builders import noise_sampler, random_inputs
 
 EXAMPLES = {
     "td_f16k4f2k2f1k1_g9": [("td", "left", ""), ("f16k4", "left", "adjacent"), ("f2k2", "left", "adjacent"),
@@ -259,10 +260,11 @@ def test_settings_plan_once_and_record_the_schedule_text_as_before(monkeypatch):
     monkeypatch.setattr(generate_module, "plan_sections", lambda *a, **k: calls.append(a) or real(*a, **k))
     choice = choose_schedule("uniform", 3, kernel="k4", frames=7)
     settings = GenerationSettings(mode="anti_drifting", num_sections=3, latent_window_size=3, schedule=choice, steps=1)
-    inputs = random_inputs()
-    plans = validate_run(noise_sampler, inputs, settings)
+    prompt = TextConditioning(torch.zeros(1, 5, 32), torch.ones(1, 5, dtype=torch.bool), torch.zeros(1, 16))
+    inputs = GenerationInputs(torch.zeros(1, 16, 1, 8, 8), prompt, torch.zeros(1, 6, 24))
+    plans = validate_run(lambda job: job.noise, inputs, settings)
     initial_state(inputs, settings.plans(), settings)
-    generate(noise_sampler, inputs, settings)
+    generate(lambda job: job.noise, inputs, settings)
     record = settings_record(settings)
     assert len(calls) == 1 and settings.plans() == plans and plans[0].schedule is choice.for_mode("anti_drifting")
     old = GenerationSettings(mode="anti_drifting", num_sections=3, latent_window_size=3, schedule="uniform:k4:7",
