@@ -244,7 +244,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv=None) -> None:
-    from bench.bench_forward import machine_info
+    from bench.common import machine_info
     from framepack_core.model.checkpoint import open_checkpoint, parameter_count
 
     parser = argparse.ArgumentParser(prog="python -m bench.bench_13b_cpu", description=__doc__.split("\n\n")[0])

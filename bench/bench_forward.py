@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,7 +32,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from bench.report import write_results
+from bench.common import machine_info, write_results
 from framepack_core import FramePackConfig, FramePackTransformer, load_transformer
 from framepack_core.model.checkpoint import save_config_metadata
 from framepack_core.model.transformer import ReferenceArguments
@@ -276,18 +274,6 @@ def summarise(samples: dict, flops: float) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- report
-
-def machine_info() -> dict:
-    cpu = platform.processor()
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"cpu": cpu, "logical_cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
-            "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
-
 
 def markdown(r: dict) -> str:
     m, s, fl = r["machine"], r["setup"], r["flops"]

@@ -44,10 +44,10 @@ from safetensors.torch import load_file
 
 import framepack_core
 from bench.diffusers_reference import CONDITIONING, load_reference, write_model_folder
-from bench.bench_forward import (RssSampler, bench_config, count_flops, f1_inputs, machine_info, matmul_gflops,
+from bench.bench_forward import (RssSampler, bench_config, count_flops, f1_inputs, matmul_gflops,
                                  proc_status_mib, reset_peak_rss, save_random_weights)
 from bench.memory_model import measured_activation_peak
-from bench.report import write_results
+from bench.common import machine_info, write_results
 from framepack_core.model.transformer import ReferenceArguments
 from framepack_core import FlowDenoiser, FramePackConfig, flow_sigmas, sample_unipc
 

@@ -33,8 +33,7 @@ from pathlib import Path
 
 import torch
 
-from bench.bench_forward import machine_info
-from bench.report import write_results
+from bench.common import machine_info, write_results
 from framepack_core import (FlowDenoiser, FramePackConfig, FramePackTransformer, GenerationInputs, GenerationSettings,
                             TextConditioning, TransformerSectionSampler, flow_sigmas, generate, sample_unipc)
 from framepack_core.model.transformer import ReferenceArguments

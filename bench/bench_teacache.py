@@ -30,8 +30,7 @@ from pathlib import Path
 
 import torch
 
-from bench.bench_forward import machine_info
-from bench.report import write_results
+from bench.common import machine_info, write_results
 from framepack_core import (FramePackConfig, FramePackTransformer, GenerationInputs, GenerationSettings,
                             TextConditioning, TransformerSectionSampler, generate, load_transformer)
 from framepack_core.engine.step_caches import MagCache

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from bench.report import write_results
+from bench.common import write_results
 from framepack_core import load_transformer
 from framepack_shapes import world
 from framepack_shapes.demo import DEFAULT_MODEL, DEFAULT_STEPS, labelled_sheet, to_images

@@ -31,7 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from bench.bench_forward import bench_config, count_flops, f1_inputs
-from bench.report import write_results
+from bench.common import write_results
 from framepack_core import FramePackConfig, FramePackTransformer, plan_sections, section_count
 from framepack_core.engine.buckets import BASE_640
 from framepack_core.model.transformer import ReferenceArguments

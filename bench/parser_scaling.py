@@ -20,8 +20,7 @@ from pathlib import Path
 
 import torch
 
-from bench.bench_forward import machine_info
-from bench.report import RESULTS, write_results
+from bench.common import RESULTS, machine_info, write_results
 from framepack_core import FramePackError, get_schedule, parse_schedule, parse_timestamped_prompts, plan_sections
 from framepack_core.engine.conditioning import MAX_PROMPT_CHARS
 from framepack_core.engine.schedules import MAX_SCHEDULE_CHARS

@@ -2,7 +2,7 @@
 
     python -m bench.report [--results bench/results] [--readme README.md]
 
-Every benchmark script ends with ``write_results``, which writes ``NAME.json`` and ``NAME.md`` to its output
+Every benchmark script ends with ``bench.common.write_results``, which writes ``NAME.json`` and ``NAME.md`` to its output
 folder and nothing else: a benchmark run never edits the README. Running this module rewrites every README block
 between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` from ``bench/results/NAME.json``, so no number in
 those blocks is typed by hand, and a CI test checks that the committed README equals what it writes.
@@ -12,31 +12,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
+from bench import bench_long_video, parser_scaling
+from bench.bench_sections import naive_tokens, predict, ratio
+from bench.common import RESULTS, ROOT, machine_line
+from bench.drift import motion_table
+from framepack_shapes.drift import markdown_table
+from framepack_shapes.motion import MotionScore
+
 README = ROOT / "README.md"
 
-log = logging.getLogger(__name__)
-
-
-def machine_line(r: dict) -> str:
-    m = r["machine"]
-    load = r.get("load_average")
-    text = f"Measured on {m['cpu']} ({m['usable_cores']} of {m['logical_cores']} cores usable), torch {m['torch']}"
-    if load:
-        text += f", 1-minute load average {load[0]:.1f} at the start and {load[1]:.1f} at the end"
-    return text + "."
 
 
 # ------------------------------------------------------------------------------------------- summaries
 
 def sections(r: dict) -> str:
-    from bench.bench_sections import naive_tokens, predict, ratio
-
     f1 = {x["section"]: x for x in r["framepack"]["f1"]["sections"]}
     inverted = {x["section"]: x for x in r["framepack"]["inverted"]["sections"]}
     naive = {x["section"]: x for x in r["naive"]["sections"]}
@@ -144,10 +136,6 @@ def teacache(r: dict) -> str:
 
 
 def drift(r: dict) -> str:
-    from bench.drift import motion_table
-    from framepack_shapes.drift import markdown_table
-    from framepack_shapes.motion import MotionScore
-
     motion = {mode: [MotionScore(**s) for s in items] for mode, items in r["motion_per_clip"].items()}
     args = r["args"]
     return "\n".join([
@@ -158,20 +146,9 @@ def drift(r: dict) -> str:
         "![drift per frame](bench/results/drift.png)", "", "![drift contact sheet](bench/results/drift_sheet.png)"])
 
 
-def parser_scaling(r: dict) -> str:
-    from bench.parser_scaling import markdown
-
-    return markdown(r)
-
-
-def long_video(r: dict) -> str:
-    from bench.bench_long_video import markdown
-
-    return markdown(r)
-
-
 SUMMARIES = {"sections": sections, "forward": forward, "reference": reference, "memory_model": memory_model,
-             "teacache": teacache, "drift": drift, "parser_scaling": parser_scaling, "long_video": long_video}
+             "teacache": teacache, "drift": drift, "parser_scaling": parser_scaling.markdown,
+             "long_video": bench_long_video.markdown}
 
 
 # ------------------------------------------------------------------------------------------- the README
@@ -192,17 +169,6 @@ def refresh(name: str, results: Path = RESULTS, readme: Path = README) -> None:
     tmp = Path(readme).with_suffix(".md.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, readme)
-
-
-def write_results(name: str, out, report: dict, markdown: str) -> None:
-    """A benchmark's last step: ``out/NAME.json`` and ``out/NAME.md`` (``python -m bench.report`` then
-    refreshes the README from them)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
-    (out / f"{name}.md").write_text(markdown, encoding="utf-8")
-    log.info("wrote %s and %s; python -m bench.report refreshes the README from them",
-             out / f"{name}.json", out / f"{name}.md")
 
 
 def main(argv=None) -> None:

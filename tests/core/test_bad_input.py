@@ -24,26 +24,17 @@ import pytest
 import torch
 
 from framepack_core import FramePackError, InputError, load_transformer
-from framepack_core.engine.conditioning import TextConditioning
-from framepack_core.engine.generate import GenerationInputs, GenerationSettings, TransformerSectionSampler, generate
+from framepack_core.engine.generate import GenerationSettings, TransformerSectionSampler, generate
 from framepack_core.engine.planning import PlanError
 from framepack_core.engine.schedules import ScheduleError
+from tests.builders import random_inputs, random_prompt
 
 H = W = 8
 QUICK = GenerationSettings(num_sections=2, latent_window_size=2, steps=1)  # 5 latent frames: the video ends at 0.57 s
 
 
-def prompt(seed=0, length=5):
-    g = torch.Generator().manual_seed(seed)
-    return TextConditioning(torch.randn(1, length, 32, generator=g), torch.ones(1, length, dtype=torch.bool),
-                            torch.randn(1, 16, generator=g))
-
-
 def make_inputs(**changes):
-    g = torch.Generator().manual_seed(0)
-    inputs = GenerationInputs(start_latent=torch.randn(1, 16, 1, H, W, generator=g), prompts=prompt(),
-                              image_embeddings=torch.randn(1, 6, 24, generator=g))
-    return dataclasses.replace(inputs, **changes)
+    return random_inputs(height=H, width=W, **changes)
 
 
 def latent(value=0.0, channels=16, frames=1, height=H, width=W):
@@ -79,7 +70,7 @@ def test_start_latent_with_the_wrong_channel_count():
 
 def test_model_input_with_the_wrong_channel_count(model):
     with pytest.raises(InputError) as info:
-        model(hidden_states=torch.zeros(1, 4, 1, H, W), timestep=torch.tensor([500.0]), **prompt().model_inputs(),
+        model(hidden_states=torch.zeros(1, 4, 1, H, W), timestep=torch.tensor([500.0]), **random_prompt().model_inputs(),
               image_embeddings=torch.zeros(1, 6, 24))
     assert "hidden_states has 4 channels but the model takes 16" in str(info.value)
     assert "HunyuanVideo VAE latents" in str(info.value)
@@ -108,18 +99,18 @@ def test_end_latent_in_vanilla_mode():
 # ----------------------------------------------------------------------------------------------- times and lengths
 
 def test_prompt_starting_after_the_video_ends():
-    timed = [(0.0, None, prompt()), (2.0, None, prompt(1))]
+    timed = [(0.0, None, random_prompt()), (2.0, None, random_prompt(1))]
     expect(InputError, ["a prompt starts at 2 s", "the video ends at 0.57 s", "more sections"],
            make_inputs(prompts=timed))
 
 
 def test_prompts_not_starting_at_zero():
-    expect(InputError, ["must start at 0 s"], make_inputs(prompts=[(0.5, None, prompt())]))
+    expect(InputError, ["must start at 0 s"], make_inputs(prompts=[(0.5, None, random_prompt())]))
 
 
 def test_timed_prompt_entries_of_the_wrong_form():
     expect(InputError, ["prompts must be one TextConditioning or a list of (start_s, end_s or None, TextConditioning)",
-                        "list"], make_inputs(prompts=[(0.0, prompt())]))
+                        "list"], make_inputs(prompts=[(0.0, random_prompt())]))
 
 
 @pytest.mark.parametrize("sections", [0, -3])
@@ -134,9 +125,9 @@ def test_absurd_number_of_sections_is_refused_before_planning():
 
 
 @pytest.mark.parametrize("window, error, fragment", [
-    (0, InputError, "latent_window_size must be an integer from 1 to 256, got 0"),
-    (-2, InputError, "latent_window_size must be an integer from 1 to 256, got -2"),
-    (300, InputError, "latent_window_size must be an integer from 1 to 256, got 300. FramePack uses 9"),
+    (0, InputError, "latent_window_size must be an integer from 1 to 33, got 0"),
+    (-2, InputError, "latent_window_size must be an integer from 1 to 33, got -2"),
+    (300, InputError, "latent_window_size must be an integer from 1 to 33, got 300. FramePack uses 9"),
 ])
 def test_latent_window_size_out_of_range(window, error, fragment):
     expect(error, [fragment], settings=dataclasses.replace(QUICK, latent_window_size=window))
@@ -171,11 +162,11 @@ def with_bad_value(tensor, value):
     ("keyframe at frame 3", lambda: make_inputs(keyframes={3: latent(NAN)})),
     ("history", lambda: make_inputs(history=latent(NAN, frames=3))),
     ("the text of the prompt at 0 s", lambda: make_inputs(prompts=dataclasses.replace(
-        prompt(), text=with_bad_value(prompt().text, NAN)))),
-    ("the pooled vector of the prompt at 0.3 s", lambda: make_inputs(prompts=[(0.0, None, prompt()), (0.3, None, dataclasses.replace(
-        prompt(), pooled=with_bad_value(prompt().pooled, -INF)))])),
+        random_prompt(), text=with_bad_value(random_prompt().text, NAN)))),
+    ("the pooled vector of the prompt at 0.3 s", lambda: make_inputs(prompts=[(0.0, None, random_prompt()), (0.3, None, dataclasses.replace(
+        random_prompt(), pooled=with_bad_value(random_prompt().pooled, -INF)))])),
     ("the negative prompt", lambda: make_inputs(negative=dataclasses.replace(
-        prompt(), text=with_bad_value(prompt().text, NAN)))),
+        random_prompt(), text=with_bad_value(random_prompt().text, NAN)))),
 ], ids=lambda value: value if isinstance(value, str) else "")
 def test_nan_or_inf_inputs(name, inputs):
     settings = dataclasses.replace(QUICK, mode="vanilla") if name == "history" else QUICK

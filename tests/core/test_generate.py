@@ -6,22 +6,18 @@ import pytest
 import torch
 
 from framepack_core import InputError
-from framepack_core.engine.conditioning import TextConditioning
-from framepack_core.engine.generate import (GenerationInputs, GenerationSettings, GenerationState, TransformerSectionSampler,
+from framepack_core.engine.generate import (GenerationSettings, GenerationState, TransformerSectionSampler,
                                      generate)
 from framepack_core.engine.planning import padding_list
 from framepack_core.engine.sampling import FlowDenoiser, flow_sigmas, sample_unipc
 from framepack_core.model.transformer import ReferenceArguments
+from tests.builders import random_inputs
 
 H, W_LAT = 8, 8
 
 
 def make_inputs(seed=0, text_len=5, **extra):
-    g = torch.Generator().manual_seed(seed)
-    cond = TextConditioning(torch.randn(1, text_len, 32, generator=g), torch.ones(1, text_len, dtype=torch.bool),
-                            torch.randn(1, 16, generator=g))
-    return GenerationInputs(start_latent=torch.randn(1, 16, 1, H, W_LAT, generator=g), prompts=cond,
-                            image_embeddings=torch.randn(1, 6, 24, generator=g), **extra)
+    return random_inputs(seed, H, W_LAT, text_len, **extra)
 
 
 class Recorder:

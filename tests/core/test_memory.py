@@ -14,8 +14,8 @@ import os
 import psutil
 import torch
 
-from framepack_core.engine.conditioning import TextConditioning
-from framepack_core.engine.generate import GenerationInputs, GenerationSettings, TransformerSectionSampler, generate
+from framepack_core.engine.generate import GenerationSettings, TransformerSectionSampler, generate
+from tests.builders import random_inputs
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,7 @@ class Cancel(Exception):
 
 
 def make_inputs():
-    g = torch.Generator().manual_seed(0)
-    cond = TextConditioning(torch.randn(1, 5, 32, generator=g), torch.ones(1, 5, dtype=torch.bool),
-                            torch.randn(1, 16, generator=g))
-    return GenerationInputs(start_latent=torch.randn(1, 16, 1, SIZE, SIZE, generator=g), prompts=cond,
-                            image_embeddings=torch.randn(1, 6, 24, generator=g))
+    return random_inputs(height=SIZE, width=SIZE)
 
 
 def fail_inside_the_model(model):

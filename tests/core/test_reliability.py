@@ -19,31 +19,23 @@ from safetensors.torch import save_file
 from bench.parser_scaling import PARSERS, seconds_per_call
 from framepack_core import CheckpointError, FramePackConfig, InputError, load_transformer, parse_timestamped_prompts
 from framepack_core.model.checkpoint import INDEX_NAME
-from framepack_core.engine.conditioning import TextConditioning
 from framepack_core.errors import NumericalError
-from framepack_core.engine.generate import GenerationInputs, GenerationSettings, TransformerSectionSampler, generate
+from framepack_core.engine.generate import GenerationSettings, TransformerSectionSampler, generate
 from framepack_core.model.lora import convert_lora, read_lora
 from framepack_core.engine.planning import PlanError, plan_sections
 from framepack_core.engine.schedules import MAX_SCHEDULE_CHARS, MAX_SCHEDULE_GROUPS, ScheduleError, parse_schedule
 from framepack_core.engine import validation
-from framepack_core.engine.validation import check_image_embeddings, finite, keyframes_by_frame
+from framepack_core.engine.validation import check_image_embeddings, keyframes_by_frame
+from framepack_core.numerics import finite
+from tests.builders import random_inputs, random_prompt
 
 H = W = 8
 QUICK = GenerationSettings(num_sections=2, latent_window_size=2, steps=1)
 NAN, INF = float("nan"), float("inf")
 
 
-def prompt(seed=0, length=5, width=32, pooled=16, batch=1):
-    g = torch.Generator().manual_seed(seed)
-    return TextConditioning(torch.randn(batch, length, width, generator=g),
-                            torch.ones(batch, length, dtype=torch.bool), torch.randn(batch, pooled, generator=g))
-
-
 def make_inputs(**changes):
-    g = torch.Generator().manual_seed(0)
-    inputs = GenerationInputs(start_latent=torch.randn(1, 16, 1, H, W, generator=g), prompts=prompt(),
-                              image_embeddings=torch.randn(1, 6, 24, generator=g))
-    return dataclasses.replace(inputs, **changes)
+    return random_inputs(height=H, width=W, **changes)
 
 
 def latent(batch=1, frames=1, value=0.0):
@@ -163,8 +155,8 @@ def test_lora_with_nan_weights_is_refused_at_apply(shapes, bad):
     ("start latent batch 2", lambda: make_inputs(start_latent=latent(batch=2)), "(2, 16, 1, 8, 8)"),
     ("end latent batch 3", lambda: make_inputs(end_latent=latent(batch=3)), "batch of 3"),
     ("keyframe batch 2", lambda: make_inputs(keyframes={4: latent(batch=2)}), "batch of 2"),
-    ("text batch 2", lambda: make_inputs(prompts=prompt(batch=2)), "batch of 2 prompts"),
-    ("negative batch 2", lambda: make_inputs(negative=prompt(batch=2)), "batch of 2 prompts"),
+    ("text batch 2", lambda: make_inputs(prompts=random_prompt(batch=2)), "batch of 2 prompts"),
+    ("negative batch 2", lambda: make_inputs(negative=random_prompt(batch=2)), "batch of 2 prompts"),
     ("image embeddings batch 2", lambda: make_inputs(image_embeddings=torch.zeros(2, 6, 24)), "batch of 2"),
 ])
 def test_batches_are_refused_not_silently_cut(name, inputs, fragment):
@@ -249,9 +241,9 @@ def test_section_output_check_passes_finite_output(model):
 # ============================================================================ 2. obscure errors -> clear ones
 
 @pytest.mark.parametrize("inputs, fragment", [
-    (lambda: make_inputs(prompts=prompt(width=40)), "text states are 40 wide but this FramePack model takes 32"),
-    (lambda: make_inputs(prompts=prompt(pooled=20)), "pooled vector are 20 wide but this FramePack model takes 16"),
-    (lambda: make_inputs(negative=prompt(width=40)), "the negative prompt is 40 / 16 wide"),
+    (lambda: make_inputs(prompts=random_prompt(width=40)), "text states are 40 wide but this FramePack model takes 32"),
+    (lambda: make_inputs(prompts=random_prompt(pooled=20)), "pooled vector are 20 wide but this FramePack model takes 16"),
+    (lambda: make_inputs(negative=random_prompt(width=40)), "the negative prompt is 40 / 16 wide"),
     (lambda: make_inputs(image_embeddings=torch.zeros(1, 6, 30)), "30 channels wide"),
     (lambda: make_inputs(image_embeddings=torch.zeros(6, 24)), "(1, tokens, width), got (6, 24)"),
     (lambda: make_inputs(end_image_embeddings=torch.zeros(1, 6, 30)), "end_image_embeddings has shape"),
@@ -262,7 +254,7 @@ def test_wrong_widths_against_the_model_config(model, inputs, fragment):
 
 def test_prompts_of_different_widths_with_blending():
     refused(InputError, ["40 / 16 wide", "the same text encoder"],
-            make_inputs(prompts=[(0.0, None, prompt()), (0.2, None, prompt(width=40))]),
+            make_inputs(prompts=[(0.0, None, random_prompt()), (0.2, None, random_prompt(width=40))]),
             dataclasses.replace(QUICK, prompt_blend_seconds=0.5))
 
 
@@ -485,7 +477,7 @@ def test_growing_tails_on_a_long_video_are_refused():
 @pytest.mark.parametrize("tokens", [4097, 30_000])
 def test_too_many_text_tokens_are_refused_with_their_cost(tokens):
     message = refused(InputError, [f"{tokens} text tokens", "GiB per head", "Shorten the prompt"],
-                      make_inputs(prompts=prompt(length=tokens)))
+                      make_inputs(prompts=random_prompt(length=tokens)))
     assert f"{tokens ** 2 * 4 / 2**30:.1f} GiB" in message
 
 

@@ -10,11 +10,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from framepack_core import load_transformer
-from framepack_core.engine.conditioning import TextConditioning
 from framepack_core.errors import InputError, ResumeError
-from framepack_core.engine.generate import (GenerationInputs, GenerationSettings, TransformerSectionSampler, generate,
+from framepack_core.engine.generate import (GenerationSettings, TransformerSectionSampler, generate,
                                      initial_state)
 from framepack_core.engine.resume import ResumeWriter, encoded, fingerprint, load_resume, prune_runs, save_resume
+from tests.builders import noise_sampler, random_inputs
 
 SETTINGS = GenerationSettings(mode="inverted_anti_drifting", num_sections=5, latent_window_size=2, steps=2, seed=9)
 
@@ -24,11 +24,7 @@ class Cancel(Exception):
 
 
 def make_inputs(seed=0, size=8):
-    g = torch.Generator().manual_seed(seed)
-    cond = TextConditioning(torch.randn(1, 5, 32, generator=g), torch.ones(1, 5, dtype=torch.bool),
-                            torch.randn(1, 16, generator=g))
-    return GenerationInputs(start_latent=torch.randn(1, 16, 1, size, size, generator=g), prompts=cond,
-                            image_embeddings=torch.randn(1, 6, 24, generator=g))
+    return random_inputs(seed, size, size)
 
 
 @pytest.fixture(scope="module")
@@ -247,12 +243,8 @@ def test_resume_state_of_another_run_is_refused_by_generate(identity):
 
 # ----------------------------------------------------------------------------------------------- run folders
 
-LONG = GenerationSettings(mode="vanilla", num_sections=60, latent_window_size=2, steps=1, seed=4)
-
-
-def noise_sampler(job):
-    """A stand-in section sampler: the section's noise, so long runs take no model time."""
-    return job.noise * 0.5
+LONG_FIELDS = dict(mode="vanilla", num_sections=60, latent_window_size=2, steps=1, seed=4)
+LONG = GenerationSettings(**LONG_FIELDS)
 
 
 def test_a_section_writes_the_same_few_bytes_at_section_5_and_section_50(tmp_path):
@@ -304,10 +296,12 @@ def test_a_torn_last_piece_is_dropped_and_computed_again(tmp_path, damage, caplo
 KILLED_RUN = """
 import sys, torch
 sys.path.insert(0, {repo!r})
-from tests.core.test_resume import LONG, make_inputs, noise_sampler, run_writer
-from framepack_core.engine.generate import generate
-writer = run_writer({folder!r}, "cd" * 32, settings=LONG)
-generate(noise_sampler, make_inputs(), LONG, on_section=lambda *a: (writer(*a), print("section", flush=True)))
+from framepack_core import GenerationSettings, ResumeWriter, generate
+from framepack_core.engine.generate import initial_state
+from tests.builders import noise_sampler, random_inputs
+settings = GenerationSettings(**{fields!r})
+writer = ResumeWriter({folder!r}, settings, "cd" * 32, initial_state(random_inputs(), settings.plans(), settings))
+generate(noise_sampler, random_inputs(), settings, on_section=lambda *a: (writer(*a), print("section", flush=True)))
 """
 
 
@@ -323,7 +317,7 @@ def test_a_process_killed_while_writing_leaves_a_resumable_run(tmp_path):
     expected = generate(noise_sampler, make_inputs(), LONG)
     for attempt, delay in enumerate((0.0, 0.013, 0.031)):
         folder = tmp_path / f"framepack_killed_{attempt}"
-        process = subprocess.Popen([sys.executable, "-c", KILLED_RUN.format(repo=repo, folder=str(folder))],
+        process = subprocess.Popen([sys.executable, "-c", KILLED_RUN.format(repo=repo, folder=str(folder), fields=LONG_FIELDS)],
                                    stdout=subprocess.PIPE, cwd=repo)
         for _ in range(3 + 7 * attempt):
             assert process.stdout.readline() == b"section\n"
