@@ -6,8 +6,9 @@ Each run starts its own ComfyUI server (CPU, temporary folders, the tiny referen
 encoders and the stub video VAE of ``tests/host/stub_nodes``: 16 latent channels, 8x space, causal 4x time), queues
 one graph through the HTTP API and samples the server's RSS every 50 ms. In the sweep the transformer is not
 called: a stub SAMPLER returns each section's noise, so what is measured is everything around sampling (resume
-writes, decode, stitching, encoding, the latent buffer), the parts that used to grow with the video. The done-when
-runs at 640x608 sample every section with the tiny reference transformer, end to end. Paths compared:
+writes, decode, stitching, encoding, the latent buffer), the parts that used to grow with the video; the done-when
+runs at 640x608 do the same. Two more runs (10 s and 120 s at the sweep's bucket) sample every section with the
+tiny reference transformer, end to end. Paths compared:
 
 - ``stream``: the sampler's ``video_output`` (FramePack Video Output → MP4 section by section), resume on or off;
 - ``tiled``: the sampler's LATENT → ``VAEDecodeTiled → CreateVideo → SaveVideo``, resume on.
@@ -171,7 +172,7 @@ def measure(comfy: Path, python: str, path: str, seconds: float, width: int, hei
             raise SystemExit(f"{path} {seconds} s failed: {json.dumps(history[prompt_id]['status'])[-2000:]}")
         pieces = sorted((host.root / "output" / "framepack_resume").glob("framepack_*/section_*.safetensors"))
         times = [p.stat().st_mtime for p in pieces]
-        return {"path": path, "seconds": seconds, "resume": resume, "width": width, "height": height,
+        return {"path": path, "sampled": sample, "seconds": seconds, "resume": resume, "width": width, "height": height,
                 "sections": round(seconds * FPS / (4 * WINDOW)), "latent_bytes": latent_bytes(seconds, width, height),
                 "idle_rss_mb": idle / 2**20, "peak_rss_mb": peak[0] / 2**20, "growth_mb": (peak[0] - idle) / 2**20,
                 "wall_s": wall, "section_times_s": [b - a for a, b in zip(times, times[1:])],
@@ -214,8 +215,9 @@ def tenths(times: list) -> list:
 
 
 def markdown(r: dict) -> str:
-    lines = ["| bucket | path | resume | video | sections | peak RSS growth | wall | s/section (median) | last/first 10 "
-             "| CPU s/section (median) | CPU last/first 10 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| bucket | path | transformer | resume | video | sections | peak RSS growth | wall | s/section (median) "
+             "| last/first 10 | CPU s/section (median) | CPU last/first 10 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in r["runs"]:
         times = run["section_times_s"]
         median = f"{statistics.median(times):.2f}" if times else "–"
@@ -223,12 +225,14 @@ def markdown(r: dict) -> str:
         cpu = run.get("section_cpu_s") or []
         cpu_median = f"{statistics.median(cpu):.2f}" if cpu else "–"
         cpu_ratio = ratio(cpu)
-        lines.append(f"| {run['width']}x{run['height']} | {run['path']} | {'on' if run['resume'] else 'off'} "
+        lines.append(f"| {run['width']}x{run['height']} | {run['path']} | {'tiny, sampling' if run.get('sampled') else 'stub SAMPLER'} "
+                     f"| {'on' if run['resume'] else 'off'} "
                      f"| {run['seconds']:g} s | {run['sections']} | {run['growth_mb']:.0f} MB | {run['wall_s']:.0f} s "
                      f"| {median} | {'–' if last_first is None else f'{last_first:.3f}'} "
                      f"| {cpu_median} | {'–' if cpu_ratio is None else f'{cpu_ratio:.3f}'} |")
     t = r["targets"]
-    short, long = r["runs"][-2:]
+    short, long = [run for run in r["runs"] if run["width"] == 640 and not run.get("sampled")][-2:]
+    sampled = [run for run in r["runs"] if run.get("sampled")]
     more_latents = (long["latent_bytes"] - short["latent_bytes"]) / 2**20
     lines += ["", f"Done-when at 640x608 (streaming, resume on): peak RSS growth 120 s minus 10 s = "
               f"{t['rss_difference_mb']:.0f} MB, allowed 1.2 x the 120 s latents = {t['allowed_mb']:.0f} MB "
@@ -243,6 +247,7 @@ def markdown(r: dict) -> str:
               f"frames never accumulate: at {r['runs'][0]['width']}x{r['runs'][0]['height']} the streaming rows stay "
               "nearly flat from 10 s to 120 s (their growth is the latent video, plus allocator slack) while the "
               "VAEDecodeTiled rows grow with the length (every frame as float32, several times over, then cached).",
+              *([""] + [sampled_line(sampled)] if len(sampled) == 2 else []),
               "", f"Extrapolation: {r['extrapolation']}",
               "", f"Machine: {r['machine']['cpu']}, {r['machine']['usable_cores']} usable cores, shared with other "
               f"work (1-minute load average {r['load_average'][0]:.1f} at the start, {r['load_average'][1]:.1f} at "
@@ -252,12 +257,23 @@ def markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
+def sampled_line(runs: list) -> str:
+    """The model-sampling rows: the same criteria with the tiny transformer sampling every section."""
+    short, long = runs
+    return (f"With the tiny reference transformer sampling every section ({long['width']}x{long['height']}, "
+            f"{long['sections']} sections): peak RSS growth 120 s minus 10 s = "
+            f"{long['growth_mb'] - short['growth_mb']:.0f} MB against 1.2 x the 120 s latents = "
+            f"{1.2 * long['latent_bytes'] / 2**20:.0f} MB; per-section time last 10 / first 10 = "
+            f"{ratio(long['section_times_s']) or float('nan'):.3f} wall, "
+            f"{ratio(long.get('section_cpu_s') or []) or float('nan'):.3f} CPU.")
+
+
 def sampling(r: dict) -> str:
-    """What the transformer did in the runs of report ``r`` (reports before "steps" was recorded used a stub)."""
-    if "steps" not in r:
+    """What the transformer did in the runs of report ``r``."""
+    if not any(run.get("sampled") for run in r["runs"]):
         return "tiny reference transformer loaded but not called (a stub SAMPLER returns the noise)"
-    return ("the sweep's transformer is loaded but not called (a stub SAMPLER returns the noise), the 640x608 runs "
-            f"sample every section with the tiny reference transformer ({r['steps']} step per section);")
+    return ("a stub SAMPLER returns the noise in the rows marked so (the tiny reference transformer is loaded but "
+            f"not called), the rows marked sampling run it every section ({r['steps']} step per section)")
 
 
 def extrapolation(runs: list) -> str:
@@ -311,10 +327,12 @@ def main() -> None:
                 continue
             runs.append(measure(comfy, python, path, seconds, args.small, args.small, resume, args.steps))
             log.info("%s", {k: v for k, v in runs[-1].items() if k != "section_times_s"})
-    # The done-when runs sample every section with the tiny reference transformer (one step per section).
-    target = [measure(comfy, python, "stream", s, 640, 608, True, args.steps, sample=True)
-              for s in (10, max(args.lengths))]
-    runs += target
+    # The done-when runs at 640x608 (stub SAMPLER: what is measured is the pipeline around sampling), then the
+    # same lengths at the sweep's bucket with the tiny reference transformer sampling every section.
+    target = [measure(comfy, python, "stream", s, 640, 608, True, args.steps) for s in (10, max(args.lengths))]
+    sampled = [measure(comfy, python, "stream", s, args.small, args.small, True, args.steps, sample=True)
+               for s in (10, max(args.lengths))]
+    runs += target + sampled
     difference = target[1]["growth_mb"] - target[0]["growth_mb"]
     allowed = 1.2 * target[1]["latent_bytes"] / 2**20
     times = target[1]["section_times_s"]
