@@ -15,8 +15,9 @@ and the LoRA that teaches it the variant world, where objects change colour when
 (``models/framepack_shapes_lora/``):
 
     python -m framepack_shapes.train --run runs/colour_lora --colour-on-bounce --init-weights \\
-        models/framepack_shapes/framepack_shapes.safetensors --lora-rank 8 --lora-alpha 8 --steps 600 \\
-        --batch-size 8 --learning-rate 0.003 --warmup-steps 20 --ema-decay 0.98 --time-shift 3 --motion-weight 4 \\
+        models/framepack_shapes/framepack_shapes.safetensors --lora-rank 8 --lora-alpha 8 --steps 1500 \\
+        --batch-size 8 --learning-rate 0.002 --warmup-steps 30 --ema-decay 0.99 --time-shift 3 --motion-weight 4 \\
+        --low-noise-fraction 0.25 --sample-every 500 \\
         --export-lora models/framepack_shapes_lora/colour_on_bounce.safetensors
 
 ``torchrun --nproc_per_node N -m framepack_shapes.train --run-dir ...`` runs the same command data-parallel (gloo on
