@@ -8,3 +8,5 @@ ScheduleSocket = io.Custom("FRAMEPACK_SCHEDULE")
 PromptsSocket = io.Custom("FRAMEPACK_PROMPTS")
 # [(seconds, LATENT), ...]
 KeyframesSocket = io.Custom("FRAMEPACK_KEYFRAMES")
+# {"vae", "filename_prefix", "crf", "pixel_format", "tile_size"}: the FramePack Video Output node's settings
+VideoOutputSocket = io.Custom("FRAMEPACK_VIDEO_OUTPUT")

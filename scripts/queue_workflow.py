@@ -189,12 +189,15 @@ def describe_node_errors(node: str, errors: dict) -> str:
 
 
 def output_files(history_entry: dict) -> list:
-    """Every ``{"filename", "subfolder", "type"}`` entry in a history entry's outputs, whatever its kind."""
+    """Every saved ``{"filename", "subfolder", "type"}`` entry in a history entry's outputs, whatever its kind.
+
+    Previews in ComfyUI's temp folder (the schedule picture, PreviewImage) are left out: they are pictures for
+    the UI, not results, and the server may have removed them already."""
     files = []
     for outputs in history_entry.get("outputs", {}).values():
         for entries in outputs.values():
             if isinstance(entries, list):
-                files += [e for e in entries if isinstance(e, dict) and "filename" in e]
+                files += [e for e in entries if isinstance(e, dict) and "filename" in e and e.get("type") != "temp"]
     return files
 
 

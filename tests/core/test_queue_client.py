@@ -183,7 +183,8 @@ def test_output_files_of_every_kind_and_failures_from_history():
     entry = {"outputs": {"13": {"images": [{"filename": "v.mp4", "subfolder": "video", "type": "output"}],
                                 "animated": [True]},
                          "7": {"latents": [{"filename": "l.latent", "subfolder": "", "type": "output"}]},
-                         "9": {"text": ["not a file"]}},
+                         "9": {"text": ["not a file"]},
+                         "4": {"images": [{"filename": "schedule_00001_.png", "subfolder": "", "type": "temp"}]}},
              "status": {"status_str": "success", "messages": []}}
     assert [f["filename"] for f in client.output_files(entry)] == ["v.mp4", "l.latent"]
     assert client.execution_failure(entry) is None

@@ -6,6 +6,7 @@ port with temporary model, input, output and custom-node folders: this pack and 
 linked in, the tiny reference model is the only diffusion model, and the user's ComfyUI folders are not touched.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -115,16 +116,23 @@ def server(tmp_path_factory, reference_dir):
     config.write_text(f"framepack_tests:\n    base_path: {root}\n    custom_nodes: custom_nodes\n"
                       + "".join(f"    {name}: models/{name}\n" for name in model_folders))
     write_test_loras(models / "loras")
+    with running_server(root, config, models, ready_node="FramePackSampler") as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_server(root: Path, config: Path, models: Path, ready_node: str):
+    """A ComfyUI server on a free port over the folders of ``root`` (output, input, user) and the model paths of
+    ``config``, ready once ``/object_info/<ready_node>`` answers; stopped on exit."""
     port = free_port()
     log_path = root / "comfyui.log"
-    comfy = Path(os.environ["COMFYUI_PATH"])
+    output = root / "output"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [comfy_python(), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
              "--disable-auto-launch", "--output-directory", str(output), "--input-directory", str(root / "input"),
-             "--extra-model-paths-config", str(config),
-             "--user-directory", str(root / "user")],
-            cwd=comfy, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+             "--extra-model-paths-config", str(config), "--user-directory", str(root / "user")],
+            cwd=os.environ["COMFYUI_PATH"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     server = Server(f"http://127.0.0.1:{port}", output, log_path, models)
     try:
         start = time.time()
@@ -132,7 +140,7 @@ def server(tmp_path_factory, reference_dir):
             if process.poll() is not None:
                 pytest.fail(f"ComfyUI exited during startup:\n{log_path.read_text()[-3000:]}")
             try:
-                server.get("/object_info/FramePackSampler")
+                server.get(f"/object_info/{ready_node}")
                 break
             except (urllib.error.URLError, ConnectionError, OSError):
                 if time.time() - start > START_TIMEOUT:

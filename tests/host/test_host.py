@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import TINY_F1_NAME, TINY_NAME, comfy_python, require_host
-from workflows import EXAMPLES, check_workflow, examples
+from workflows import EXAMPLES, check_api_workflow, check_workflow, examples
 
 require_host()
 
@@ -271,3 +271,15 @@ def test_mode_that_does_not_match_the_checkpoint_is_warned_about(server):
     graph["loader"]["inputs"]["model_name"] = TINY_F1_NAME
     assert_success(server.run(graph))
     assert "trained for vanilla sampling but inverted_anti_drifting was chosen" in server.log_path.read_text()
+
+
+SAVED = Path(__file__).resolve().parents[1] / "data" / "saved_workflows"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in SAVED.glob("*.json") if not p.stem.endswith("_api")))
+def test_workflows_saved_by_the_previous_release_still_load(server, name):
+    """The example workflows exactly as the previous release shipped them (UI and API format), against today's
+    nodes: every node, link and widget value is still accepted (new optional inputs take their defaults)."""
+    object_info = server.get("/object_info")
+    assert check_workflow(json.loads((SAVED / f"{name}.json").read_text()), object_info) == []
+    assert check_api_workflow(json.loads((SAVED / f"{name}_api.json").read_text()), object_info) == []

@@ -2,18 +2,14 @@
 objects change colour when they bounce, as trained (``framepack_shapes.colour_lora``), in every sampling mode; core
 ``LoraLoaderModelOnly`` reads the same file to the same video."""
 
-import os
 import shutil
-import subprocess
-import time
-import urllib.error
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, START_TIMEOUT, Server, comfy_python, free_port, require_host
+from conftest import REPO, require_host, running_server
 
 require_host()
 
@@ -40,34 +36,8 @@ def shapes_server(tmp_path_factory):
     config = root / "extra_model_paths.yaml"
     config.write_text(f"shapes_tests:\n    base_path: {root}\n    custom_nodes: custom_nodes\n"
                       "    diffusion_models: models/diffusion_models\n    loras: models/loras\n")
-    port, log_path = free_port(), root / "comfyui.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [comfy_python(), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
-             "--output-directory", str(output), "--input-directory", str(root / "input"),
-             "--extra-model-paths-config", str(config), "--user-directory", str(root / "user")],
-            cwd=os.environ["COMFYUI_PATH"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    server = Server(f"http://127.0.0.1:{port}", output, log_path, models)
-    try:
-        began = time.time()
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"ComfyUI exited during startup:\n{log_path.read_text()[-3000:]}")
-            try:
-                server.get("/object_info/FramePackTestShapesClip")
-                break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                if time.time() - began > START_TIMEOUT:
-                    process.kill()
-                    pytest.fail(f"ComfyUI not ready after {START_TIMEOUT} s:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.5)
+    with running_server(root, config, models, ready_node="FramePackTestShapesClip") as server:
         yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def shapes_graph(mode: str, clip: int, lora: str | None) -> dict:

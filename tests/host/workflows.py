@@ -139,7 +139,7 @@ def check_workflow(workflow: dict, object_info: dict) -> list[str]:
         info = object_info[node_type]
         expected = widget_values(info, {})
         values = node.get("widgets_values", [])
-        if len(values) != len(expected):
+        if not len(expected) - optional_tail(info) <= len(values) <= len(expected):
             problems.append(f"{node_type}: {len(values)} widget values, expected {len(expected)}")
             continue
         for name, spec, value in widget_items(info, values):
@@ -160,13 +160,31 @@ def check_workflow(workflow: dict, object_info: dict) -> list[str]:
     return problems
 
 
+def optional_tail(info: dict) -> int:
+    """How many widget values at the end belong to optional inputs: a workflow saved before those inputs
+    existed lacks them, and the frontend fills in their defaults."""
+    slots = []
+    for _, spec, optional in ordered_inputs(info):
+        if is_widget(spec):
+            options = spec[1] if len(spec) > 1 else {}
+            slots += [optional] * (1 + bool(options.get("control_after_generate"))
+                                   + bool(options.get("image_upload") or options.get("video_upload")))
+    count = 0
+    while count < len(slots) and slots[-1 - count]:
+        count += 1
+    return count
+
+
 def widget_items(info: dict, values: list):
     """(name, spec, value) of each widget in a node's ``widgets_values``, without the frontend's extra values
-    (a seed's control_after_generate, an upload button)."""
+    (a seed's control_after_generate, an upload button); a saved workflow's missing trailing optional widgets
+    are left out."""
     index = 0
     for name, spec, _ in ordered_inputs(info):
         if not is_widget(spec):
             continue
+        if index >= len(values):
+            return
         yield name, spec, values[index]
         options = spec[1] if len(spec) > 1 else {}
         index += 1 + bool(options.get("control_after_generate"))
