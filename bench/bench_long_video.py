@@ -6,7 +6,7 @@ Each run starts its own ComfyUI server (CPU, temporary folders, the tiny referen
 encoders and the stub video VAE of ``tests/host/stub_nodes``: 16 latent channels, 8x space, causal 4x time), queues
 one graph through the HTTP API and samples the server's RSS every 50 ms. In the sweep the transformer is not
 called: a stub SAMPLER returns each section's noise, so what is measured is everything around sampling (resume
-writes, decode, stitching, encoding, the latent buffer), the parts that used to grow with the video; the done-when
+writes, decode, stitching, encoding, the latent buffer), the parts that used to grow with the video; the
 runs at 640x608 do the same. Two more runs (10 s and 120 s at the sweep's bucket) sample every section with the
 tiny reference transformer, end to end. Paths compared:
 
@@ -14,7 +14,7 @@ tiny reference transformer, end to end. Paths compared:
 - ``tiled``: the sampler's LATENT → ``VAEDecodeTiled → CreateVideo → SaveVideo``, resume on.
 
 Section times come from the resume pieces' write times (one piece per finished section). A sweep at a small
-bucket covers 10, 30, 60 and 120 s; the done-when targets of the streaming path are measured at the 640x608 bucket.
+bucket covers 10, 30, 60 and 120 s; the streaming path's bounds are measured at the 640x608 bucket.
 """
 
 from __future__ import annotations
@@ -234,11 +234,11 @@ def markdown(r: dict) -> str:
     short, long = [run for run in r["runs"] if run["width"] == 640 and not run.get("sampled")][-2:]
     sampled = [run for run in r["runs"] if run.get("sampled")]
     more_latents = (long["latent_bytes"] - short["latent_bytes"]) / 2**20
-    lines += ["", f"Done-when at 640x608 (streaming, resume on): peak RSS growth 120 s minus 10 s = "
+    lines += ["", f"At 640x608 (streaming, resume on): peak RSS growth 120 s minus 10 s = "
               f"{t['rss_difference_mb']:.0f} MB, allowed 1.2 x the 120 s latents = {t['allowed_mb']:.0f} MB "
-              f"({'met' if t['rss_met'] else 'NOT met'}); per-section time last 10 / first 10 = "
-              f"{t['time_ratio'] or float('nan'):.3f} in wall time ({'met' if t['time_met'] else 'NOT met'}) and "
-              f"{t.get('cpu_ratio') or float('nan'):.3f} in the server's CPU time ({'met' if t.get('cpu_met') else 'NOT met'}); mean s/section per "
+              f"({'within' if t['rss_met'] else 'above'} it); per-section time last 10 / first 10 = "
+              f"{t['time_ratio'] or float('nan'):.3f} in wall time ({'within' if t['time_met'] else 'outside'} ±10 %) and "
+              f"{t.get('cpu_ratio') or float('nan'):.3f} in the server's CPU time ({'within' if t.get('cpu_met') else 'outside'} ±10 %); mean s/section per "
               f"tenth of the 120 s run: {', '.join(f'{x:.1f}' for x in tenths(long['section_times_s']))} wall "
               f"(on a shared CPU they follow the machine's load), "
               f"{', '.join(f'{x:.1f}' for x in tenths(long.get('section_cpu_s') or [0]))} CPU. Resume piece per section "
@@ -327,7 +327,7 @@ def main() -> None:
                 continue
             runs.append(measure(comfy, python, path, seconds, args.small, args.small, resume, args.steps))
             log.info("%s", {k: v for k, v in runs[-1].items() if k != "section_times_s"})
-    # The done-when runs at 640x608 (stub SAMPLER: what is measured is the pipeline around sampling), then the
+    # The runs at 640x608 (stub SAMPLER: what is measured is the pipeline around sampling), then the
     # same lengths at the sweep's bucket with the tiny reference transformer sampling every section.
     target = [measure(comfy, python, "stream", s, 640, 608, True, args.steps) for s in (10, max(args.lengths))]
     sampled = [measure(comfy, python, "stream", s, args.small, args.small, True, args.steps, sample=True)
