@@ -22,7 +22,7 @@ from ..framepack_core import GenerationInputs, GenerationSettings, InputError, f
 from ..framepack_core.engine.conditioning import FPS
 from ..framepack_core.engine.schedules import choose_schedule
 from ..framepack_core.engine.validation import check_latent_layout, keyframes_by_frame
-from .latents import image_embeddings, latent_frames, text_conditioning
+from .latents import latent_frames, start_image_embeddings, text_conditioning
 from .section_sampler import cfg_rescale_function, section_model_options
 
 log = logging.getLogger(__name__)
@@ -122,8 +122,7 @@ def conditioning_inputs(conds: dict, latent_shape, config) -> GenerationInputs:
                          f"{tuple(latent_shape[-2:])} (height, width): give EmptyHunyuanLatentVideo the start "
                          "image's width and height.")
     vision = entry.get(CLIP_VISION_KEY)
-    embeddings = torch.zeros(1, 729, config.image_proj_dim) if vision is None else image_embeddings(
-        vision, "clip_vision_output", config)
+    embeddings = start_image_embeddings(vision, "clip_vision_output", config)
     text = text_conditioning([[c.get("cross_attn"), c] for c in positive], "positive", config)
     return GenerationInputs(start_latent=start, prompts=text, image_embeddings=embeddings,
                             end_latent=entry.get(END_KEY), keyframes=entry.get(KEYFRAMES_KEY) or {})

@@ -10,7 +10,7 @@ import comfy.latent_formats
 import torch
 
 from ..framepack_core import InputError, TextConditioning
-from ..framepack_core.engine.validation import check_image_embeddings, check_latent_layout, check_text
+from ..framepack_core.engine.validation import SIGLIP_TOKENS, check_image_embeddings, check_latent_layout, check_text
 
 LATENT_FORMAT = comfy.latent_formats.HunyuanVideo()
 
@@ -59,6 +59,14 @@ def image_embeddings(clip_vision_output, name: str, config) -> torch.Tensor:
                          "(or CLIPVisionEncode with crop none).")
     check_image_embeddings(name, states, config)
     return states.float()
+
+
+def start_image_embeddings(clip_vision_output, name: str, config) -> torch.Tensor:
+    """The start image's embeddings, or zeros of SigLIP's token count without one (text to video, as FramePack's
+    demo runs it)."""
+    if clip_vision_output is None:
+        return torch.zeros(1, SIGLIP_TOKENS, config.image_proj_dim)
+    return image_embeddings(clip_vision_output, name, config)
 
 
 def latent_frames(latent, name: str, frames: int | None = None) -> torch.Tensor:

@@ -10,7 +10,7 @@ from ..framepack_core import GenerationInputs, InputError
 from ..framepack_core.engine.conditioning import FPS
 from ..framepack_core.engine.sampling import require_negative
 from ..framepack_core.engine.validation import keyframes_by_frame
-from .latents import LATENT_FORMAT, image_embeddings, latent_frames, text_conditioning
+from .latents import LATENT_FORMAT, image_embeddings, latent_frames, start_image_embeddings, text_conditioning
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,7 @@ def build_inputs(config, positive, negative, start_latent, clip_vision_output, e
         if width % 16 or height % 16:
             raise InputError(f"text-to-video size {width}x{height} must be multiples of 16; use a FramePack bucket.")
         start = torch.zeros(1, 16, 1, height // 8, width // 8)
-    if clip_vision_output is not None:
-        embeddings = image_embeddings(clip_vision_output, "clip_vision_output", config)
-    else:
-        embeddings = torch.zeros(1, 729, config.image_proj_dim)
+    embeddings = start_image_embeddings(clip_vision_output, "clip_vision_output", config)
     require_negative(real_cfg, negative, "connect a negative prompt (for an empty negative, CLIPTextEncode of an "
                      "empty text, as FramePack does; not ConditioningZeroOut), or set real_cfg to 1.")
     timed = [(start_s, end_s, text_conditioning(cond, f"prompt at {start_s}s", config))
